@@ -1,0 +1,26 @@
+//! Generates the C header `include/quill.h` from `src/ffi` with cbindgen.
+//!
+//! The fresh header always goes to `$OUT_DIR/quill.h`; `tests/header.rs` compares it with the
+//! committed `include/quill.h`. Outside CI the committed copy is refreshed too, so a developer
+//! only has to commit it; under `CI=true` it is left alone, so a stale header fails the test.
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=src/ffi/mod.rs");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-env-changed=CI");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("quill.h");
+    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let header = cbindgen::Builder::new()
+        .with_src(root.join("src/ffi/mod.rs"))
+        .with_config(config)
+        .generate()
+        .expect("cbindgen could not generate include/quill.h");
+    header.write_to_file(&out);
+    if std::env::var("CI").map(|v| v != "true").unwrap_or(true) {
+        header.write_to_file(root.join("include/quill.h"));
+    }
+}

@@ -1,0 +1,410 @@
+//! The model configuration stored in `quill.config`, and its architecture tag `quill.arch`.
+//!
+//! One `Config` describes every architecture quill runs; `docs/format.md` §4 lists the fields.
+//! [`Config::validate`] checks everything that can be checked without the weights, with an error
+//! that names the field; the model builder later checks the weights against it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// `quill.arch`: which network the weights belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arch {
+    /// Transformer encoder-decoder (Marian, BART, T5, ...).
+    #[serde(rename = "seq2seq")]
+    Seq2Seq,
+    /// Transformer decoder only (GPT-2, Llama, Qwen2, Mistral, ...).
+    #[serde(rename = "decoder-only")]
+    DecoderOnly,
+    /// LSTM encoder-decoder with attention.
+    #[serde(rename = "lstm-seq2seq")]
+    LstmSeq2Seq,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 3] = [Arch::Seq2Seq, Arch::DecoderOnly, Arch::LstmSeq2Seq];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Seq2Seq => "seq2seq",
+            Arch::DecoderOnly => "decoder-only",
+            Arch::LstmSeq2Seq => "lstm-seq2seq",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Arch> {
+        Arch::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
+            Error::bad_meta(
+                "quill.arch",
+                format!("unknown architecture \"{s}\" (expected seq2seq, decoder-only or lstm-seq2seq)"),
+            )
+        })
+    }
+}
+
+/// Feed-forward activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    /// GELU with the exact erf form.
+    Gelu,
+    /// GELU with the tanh approximation ("gelu_new", "gelu_pytorch_tanh").
+    GeluTanh,
+    /// SiLU, also called swish.
+    Silu,
+}
+
+/// Normalization layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    LayerNorm,
+    RmsNorm,
+}
+
+/// How token positions enter the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    /// No positional information (LSTM).
+    None,
+    /// Fixed sinusoids added to the embeddings.
+    Sinusoidal,
+    /// A learned table added to the embeddings, read at `position + position_offset`.
+    Learned,
+    /// T5's relative position buckets added to the attention scores.
+    Relative,
+    /// Rotary embeddings applied to queries and keys.
+    Rotary,
+}
+
+fn default_eps() -> f32 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+fn default_rope_theta() -> f32 {
+    10_000.0
+}
+
+/// The hyperparameters of a model (`quill.config`, JSON). Unknown fields are refused, so a file
+/// written by a newer quill with a field this build does not understand fails loudly instead of
+/// running wrongly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Number of token ids (rows of the embedding table and of the output projection).
+    pub vocab_size: usize,
+    /// Width of the residual stream (Transformer) or of the hidden state (LSTM).
+    pub d_model: usize,
+    /// Encoder layers; 0 for decoder-only models.
+    #[serde(default)]
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    /// Attention heads (query heads).
+    #[serde(default)]
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention); defaults to `heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
+    /// Width of one head; defaults to `d_model / heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Inner width of the feed-forward block (Transformer).
+    #[serde(default)]
+    pub ffn_dim: usize,
+    #[serde(default = "default_activation")]
+    pub activation: Activation,
+    /// Gated feed-forward (SwiGLU, GEGLU): `act(x W_gate) * (x W_up)`.
+    #[serde(default)]
+    pub gated_ffn: bool,
+    #[serde(default = "default_norm")]
+    pub norm: Norm,
+    #[serde(default = "default_eps")]
+    pub norm_eps: f32,
+    /// Normalize before each sub-layer (pre-norm) or after the residual add (post-norm).
+    #[serde(default = "yes")]
+    pub pre_norm: bool,
+    #[serde(default = "default_positions")]
+    pub positions: Positions,
+    /// Longest sequence the position scheme supports (table size for learned positions).
+    #[serde(default)]
+    pub max_positions: usize,
+    /// Learned positions are read at `position + position_offset` (BART uses 2).
+    #[serde(default)]
+    pub position_offset: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    /// Rotary pairs are adjacent (GPT-J style) instead of the two halves (Llama "rotate half").
+    #[serde(default)]
+    pub rope_interleaved: bool,
+    /// T5 relative attention: number of buckets and the largest distance told apart.
+    #[serde(default)]
+    pub relative_buckets: usize,
+    #[serde(default)]
+    pub relative_max_distance: usize,
+    /// Multiply embeddings by sqrt(d_model).
+    #[serde(default)]
+    pub scale_embedding: bool,
+    /// LSTM: bidirectional encoder.
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Token id that starts a sequence, if the model uses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_id: Option<u32>,
+    /// Token ids that end a sequence (at least one).
+    pub eos_ids: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unk_id: Option<u32>,
+    /// First decoder input of a seq2seq model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_start_id: Option<u32>,
+}
+
+fn default_activation() -> Activation {
+    Activation::Gelu
+}
+fn default_norm() -> Norm {
+    Norm::LayerNorm
+}
+fn default_positions() -> Positions {
+    Positions::Sinusoidal
+}
+
+impl Config {
+    /// Parses and validates the JSON of `quill.config` for architecture `arch`.
+    pub fn from_json(json: &str, arch: Arch) -> Result<Config> {
+        let cfg: Config = serde_json::from_str(json).map_err(|e| {
+            // serde names the offending field in its message ("missing field `d_model`",
+            // "unknown field `foo`"); keep that, and say where it came from.
+            let msg = e.to_string();
+            let field = msg
+                .split('`')
+                .nth(1)
+                .filter(|_| msg.contains("field"))
+                .unwrap_or("quill.config")
+                .to_string();
+            Error::bad_config(&field, msg)
+        })?;
+        cfg.validate(arch)?;
+        Ok(cfg)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a Config always serializes")
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads.unwrap_or(self.heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.d_model.checked_div(self.heads).unwrap_or(0))
+    }
+
+    /// Checks the configuration for `arch` on its own (the weights are checked against it when
+    /// the model is built). The error names the first offending field.
+    pub fn validate(&self, arch: Arch) -> Result<()> {
+        let positive = |field: &str, v: usize| {
+            if v == 0 {
+                Err(Error::bad_config(field, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("vocab_size", self.vocab_size)?;
+        positive("d_model", self.d_model)?;
+        positive("decoder_layers", self.decoder_layers)?;
+        if u32::try_from(self.vocab_size).is_err() {
+            return Err(Error::bad_config("vocab_size", "must fit in 32 bits"));
+        }
+        match arch {
+            Arch::Seq2Seq | Arch::LstmSeq2Seq => positive("encoder_layers", self.encoder_layers)?,
+            Arch::DecoderOnly => {
+                if self.encoder_layers != 0 {
+                    return Err(Error::bad_config(
+                        "encoder_layers",
+                        format!(
+                            "is {} but a decoder-only model has no encoder",
+                            self.encoder_layers
+                        ),
+                    ));
+                }
+            }
+        }
+        if arch != Arch::LstmSeq2Seq {
+            positive("heads", self.heads)?;
+            positive("ffn_dim", self.ffn_dim)?;
+            let kv = self.kv_heads();
+            if kv == 0 || self.heads % kv != 0 {
+                return Err(Error::bad_config(
+                    "kv_heads",
+                    format!("{kv} does not divide heads = {}", self.heads),
+                ));
+            }
+            if self.head_dim.is_none() && self.d_model % self.heads != 0 {
+                return Err(Error::bad_config(
+                    "heads",
+                    format!(
+                        "{} does not divide d_model = {} (give head_dim explicitly)",
+                        self.heads, self.d_model
+                    ),
+                ));
+            }
+            positive("head_dim", self.head_dim())?;
+            if self.bidirectional {
+                return Err(Error::bad_config(
+                    "bidirectional",
+                    "applies to lstm-seq2seq only",
+                ));
+            }
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(Error::bad_config(
+                "norm_eps",
+                format!("must be > 0, found {}", self.norm_eps),
+            ));
+        }
+        match self.positions {
+            Positions::Learned => positive("max_positions", self.max_positions)?,
+            Positions::Rotary => {
+                if self.head_dim() % 2 != 0 {
+                    return Err(Error::bad_config(
+                        "head_dim",
+                        format!(
+                            "rotary positions need an even head_dim, found {}",
+                            self.head_dim()
+                        ),
+                    ));
+                }
+                if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+                    return Err(Error::bad_config("rope_theta", "must be > 0"));
+                }
+            }
+            Positions::Relative => {
+                positive("relative_buckets", self.relative_buckets)?;
+                positive("relative_max_distance", self.relative_max_distance)?;
+            }
+            Positions::None | Positions::Sinusoidal => {}
+        }
+        if self.positions == Positions::None && arch != Arch::LstmSeq2Seq {
+            return Err(Error::bad_config(
+                "positions",
+                "a Transformer needs a position scheme (sinusoidal, learned, relative or rotary)",
+            ));
+        }
+        if self.eos_ids.is_empty() {
+            return Err(Error::bad_config(
+                "eos_ids",
+                "needs at least one end-of-sequence id",
+            ));
+        }
+        let ids = [
+            ("bos_id", self.bos_id),
+            ("pad_id", self.pad_id),
+            ("unk_id", self.unk_id),
+            ("decoder_start_id", self.decoder_start_id),
+        ];
+        for (field, id) in ids
+            .into_iter()
+            .chain(self.eos_ids.iter().map(|&e| ("eos_ids", Some(e))))
+        {
+            if let Some(id) = id
+                && id as usize >= self.vocab_size
+            {
+                return Err(Error::bad_config(
+                    field,
+                    format!("id {id} is not below vocab_size = {}", self.vocab_size),
+                ));
+            }
+        }
+        if arch != Arch::DecoderOnly && self.decoder_start_id.is_none() {
+            return Err(Error::bad_config(
+                "decoder_start_id",
+                "a seq2seq model needs the id its decoder starts from",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn marian_like() -> &'static str {
+        r#"{"vocab_size":1000,"d_model":64,"encoder_layers":2,"decoder_layers":2,"heads":4,
+            "ffn_dim":128,"activation":"silu","positions":"sinusoidal","scale_embedding":true,
+            "eos_ids":[0],"pad_id":999,"decoder_start_id":999}"#
+    }
+
+    #[test]
+    fn parses_and_defaults() {
+        let c = Config::from_json(marian_like(), Arch::Seq2Seq).unwrap();
+        assert_eq!(c.head_dim(), 16);
+        assert_eq!(c.kv_heads(), 4);
+        assert_eq!(c.norm, Norm::LayerNorm);
+        assert!(c.pre_norm);
+        let again = Config::from_json(&c.to_json(), Arch::Seq2Seq).unwrap();
+        assert_eq!(again, c);
+    }
+
+    fn field_of(json: &str, arch: Arch) -> String {
+        match Config::from_json(json, arch).unwrap_err() {
+            Error::BadConfig { field, .. } => field,
+            e => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = marian_like();
+        assert_eq!(
+            field_of(&base.replace("\"d_model\":64,", ""), Arch::Seq2Seq),
+            "d_model"
+        );
+        assert_eq!(
+            field_of(&base.replace("\"heads\":4", "\"heads\":5"), Arch::Seq2Seq),
+            "heads"
+        );
+        assert_eq!(
+            field_of(
+                &base.replace("\"pad_id\":999", "\"pad_id\":1000"),
+                Arch::Seq2Seq
+            ),
+            "pad_id"
+        );
+        assert_eq!(
+            field_of(
+                &base.replace("\"eos_ids\":[0]", "\"eos_ids\":[]"),
+                Arch::Seq2Seq
+            ),
+            "eos_ids"
+        );
+        assert_eq!(
+            field_of(&base.replace("{", "{\"colour\":1,"), Arch::Seq2Seq),
+            "colour"
+        );
+        assert_eq!(field_of(base, Arch::DecoderOnly), "encoder_layers");
+        assert_eq!(
+            field_of(
+                &base.replace("\"heads\":4", "\"heads\":4,\"kv_heads\":3"),
+                Arch::Seq2Seq
+            ),
+            "kv_heads"
+        );
+        assert_eq!(
+            field_of(
+                &base.replace("\"activation\":\"silu\"", "\"activation\":\"tanh\""),
+                Arch::Seq2Seq
+            ),
+            "quill.config"
+        );
+    }
+}

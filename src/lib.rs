@@ -1,0 +1,17 @@
+//! quill: an embeddable inference engine for Seq2Seq and Transformer text-generation models.
+//!
+//! The crate is layered (`CONTRIBUTING.md` has the map): [`format`] reads and writes the
+//! `.quill` file, [`tensor`] views its bytes as typed weights, [`convert`] quantizes, and
+//! [`ffi`] exposes the stable C API declared in `include/quill.h`.
+
+pub mod convert;
+pub mod error;
+pub mod ffi;
+pub mod format;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use format::{Arch, Config, QuillFile, Writer};
+
+/// This library's version, `MAJOR.MINOR.PATCH`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

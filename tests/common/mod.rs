@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use quill::format::{Arch, Config};
+
+/// A small seeded generator (xorshift64*), so tests need no extra crate and are reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    pub fn gaussian(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+    pub fn gaussians(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.gaussian()).collect()
+    }
+}
+
+/// A valid decoder-only config for small test files.
+pub fn tiny_config() -> Config {
+    let json = r#"{"vocab_size":32,"d_model":64,"decoder_layers":1,"heads":4,"ffn_dim":128,
+        "positions":"rotary","norm":"rms_norm","activation":"silu","gated_ffn":true,
+        "eos_ids":[2],"bos_id":1}"#;
+    Config::from_json(json, Arch::DecoderOnly).unwrap()
+}
+
+/// A file from a hand-written header and data section (for malformed-input tests).
+pub fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// The metadata JSON of a valid quill decoder-only file, to splice into hand-written headers.
+pub fn quill_metadata() -> String {
+    let cfg = tiny_config().to_json();
+    serde_json::json!({
+        "quill.format": "1", "quill.arch": "decoder-only", "quill.config": cfg,
+    })
+    .to_string()
+}

@@ -730,3 +730,23 @@ fn quantize_file_converts_matrices_and_keeps_the_rest() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+// ---- every format version that shipped keeps a fixture ----
+
+/// `tests/fixtures/format/quill_v1.quill` was written by quill 0.1 (format 1) with
+/// [`every_layout`]; it must load, with the same values, forever. Regenerate only for a new
+/// format version (and then keep the old file): `cargo test --test format -- --ignored write_v1`.
+#[test]
+fn format_v1_fixture_still_loads() {
+    let f = QuillFile::open(fixture("quill_v1.quill")).unwrap();
+    let (_, w) = every_layout();
+    assert_eq!(f.require_quill().unwrap().format, "1");
+    check_every_layout(&f, &w);
+}
+
+#[test]
+#[ignore = "writes the format-1 fixture; run only when creating it"]
+fn write_v1_fixture() {
+    let (bytes, _) = every_layout();
+    std::fs::write(fixture("quill_v1.quill"), bytes).unwrap();
+}

@@ -80,13 +80,13 @@ pub enum Positions {
     Rotary,
 }
 
-fn default_eps() -> f32 {
+fn default_eps() -> f64 {
     1e-5
 }
 fn yes() -> bool {
     true
 }
-fn default_rope_theta() -> f32 {
+fn default_rope_theta() -> f64 {
     10_000.0
 }
 
@@ -124,7 +124,7 @@ pub struct Config {
     #[serde(default = "default_norm")]
     pub norm: Norm,
     #[serde(default = "default_eps")]
-    pub norm_eps: f32,
+    pub norm_eps: f64,
     /// Normalize before each sub-layer (pre-norm) or after the residual add (post-norm).
     #[serde(default = "yes")]
     pub pre_norm: bool,
@@ -137,7 +137,7 @@ pub struct Config {
     #[serde(default)]
     pub position_offset: usize,
     #[serde(default = "default_rope_theta")]
-    pub rope_theta: f32,
+    pub rope_theta: f64,
     /// Rotary pairs are adjacent (GPT-J style) instead of the two halves (Llama "rotate half").
     #[serde(default)]
     pub rope_interleaved: bool,

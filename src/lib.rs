@@ -8,6 +8,7 @@ pub mod convert;
 pub mod error;
 pub mod ffi;
 pub mod format;
+pub mod kernels;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -1,0 +1,102 @@
+//! The worker threads a model owns.
+//!
+//! quill never uses rayon's global pool, which the host application may also use: each `Pool`
+//! is its own rayon pool, sized when the model is opened. One thread means no pool at all: the
+//! work runs on the caller's thread. rayon's idle workers sleep on a condition variable after a
+//! brief spin, so an idle model costs no CPU.
+
+use super::Out;
+use crate::error::{Error, Result};
+
+/// Largest thread count accepted (far above any phone or edge box; guards absurd requests).
+pub const MAX_THREADS: usize = 256;
+
+pub struct Pool {
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} threads)", self.threads)
+    }
+}
+
+impl Pool {
+    /// A pool of `threads` workers; 0 means one per available core.
+    pub fn new(threads: usize) -> Result<Pool> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > MAX_THREADS => {
+                return Err(Error::InvalidArgument(format!(
+                    "threads = {n}: at most {MAX_THREADS}"
+                )));
+            }
+            n => n,
+        };
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("quill-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("cannot start {threads} threads: {e}"))
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(Pool { threads, pool })
+    }
+
+    /// A pool that runs everything on the caller's thread.
+    pub fn single() -> Pool {
+        Pool {
+            threads: 1,
+            pool: None,
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f(first_column, window)` over column windows of `out` of at least `min_cols` columns
+    /// (the last may be shorter), one task per thread at most.
+    pub fn split_columns(&self, out: Out, min_cols: usize, f: &(dyn Fn(usize, Out) + Sync)) {
+        let n = out.cols();
+        let tasks = (n / min_cols.max(1)).clamp(1, self.threads);
+        match &self.pool {
+            Some(pool) if tasks > 1 => {
+                // Column counts rounded to 16 so SIMD kernels see whole blocks where possible.
+                let per = n.div_ceil(tasks).next_multiple_of(16);
+                pool.scope(|s| {
+                    let mut rest = out;
+                    let mut c0 = 0;
+                    while rest.cols() > 0 {
+                        let take = per.min(rest.cols());
+                        let (part, tail) = rest.split_cols(take);
+                        rest = tail;
+                        let start = c0;
+                        s.spawn(move |_| f(start, part));
+                        c0 += take;
+                    }
+                });
+            }
+            _ => f(0, out),
+        }
+    }
+
+    /// Runs `f(i)` for `i` in `0..n`, spread over the pool.
+    pub fn for_each(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        match &self.pool {
+            Some(pool) if n > 1 => pool.scope(|s| {
+                for i in 0..n {
+                    s.spawn(move |_| f(i));
+                }
+            }),
+            _ => (0..n).for_each(f),
+        }
+    }
+}

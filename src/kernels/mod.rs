@@ -148,6 +148,7 @@ impl<'a> Out<'a> {
 }
 
 type GemmFloat<W> = fn(x: &[f32], k: usize, w: &[W], y: &mut Out);
+type LayerNormFn = fn(x: &[f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32, out: &mut [f32]);
 
 /// One ISA's kernels. Products compute `Y[m, n] = X[m, k] · W[n, k]ᵀ` (see [`scalar`]).
 pub struct Kernels {
@@ -164,7 +165,7 @@ pub struct Kernels {
     pub add: fn(&mut [f32], &[f32]),
     pub mul: fn(&mut [f32], &[f32]),
     pub scale: fn(&mut [f32], f32),
-    pub layer_norm: fn(x: &[f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32, out: &mut [f32]),
+    pub layer_norm: LayerNormFn,
     pub rms_norm: fn(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]),
     pub softmax: fn(&mut [f32]),
     pub gelu: fn(&mut [f32]),

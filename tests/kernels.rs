@@ -87,6 +87,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_q8(
     kern: &Kernels,
     q: &[i8],

@@ -101,7 +101,7 @@ fn nearest_level(y: f32) -> u8 {
 /// rounded to f16 first, every value takes its nearest level, and the best candidate is kept.
 pub fn quantize_q4(w: &[f32], rows: usize, cols: usize) -> Result<(Vec<u8>, Vec<f16>)> {
     assert_eq!(w.len(), rows * cols);
-    if cols % Q4_GROUP != 0 {
+    if !cols.is_multiple_of(Q4_GROUP) {
         return Err(Error::InvalidArgument(format!(
             "int4 needs rows whose length is a multiple of {Q4_GROUP}, found {cols}"
         )));
@@ -188,7 +188,7 @@ pub fn add_quantized<'a>(
 ) -> Result<TensorReport> {
     let mut note = None;
     let (to, approx) = match target {
-        Target::Int4 if cols % Q4_GROUP == 0 => {
+        Target::Int4 if cols.is_multiple_of(Q4_GROUP) => {
             let (packed, scales) = quantize_q4(w, rows, cols)?;
             let approx = Matrix {
                 rows,

@@ -242,13 +242,13 @@ impl Config {
             positive("heads", self.heads)?;
             positive("ffn_dim", self.ffn_dim)?;
             let kv = self.kv_heads();
-            if kv == 0 || self.heads % kv != 0 {
+            if kv == 0 || !self.heads.is_multiple_of(kv) {
                 return Err(Error::bad_config(
                     "kv_heads",
                     format!("{kv} does not divide heads = {}", self.heads),
                 ));
             }
-            if self.head_dim.is_none() && self.d_model % self.heads != 0 {
+            if self.head_dim.is_none() && !self.d_model.is_multiple_of(self.heads) {
                 return Err(Error::bad_config(
                     "heads",
                     format!(
@@ -274,7 +274,7 @@ impl Config {
         match self.positions {
             Positions::Learned => positive("max_positions", self.max_positions)?,
             Positions::Rotary => {
-                if self.head_dim() % 2 != 0 {
+                if !self.head_dim().is_multiple_of(2) {
                     return Err(Error::bad_config(
                         "head_dim",
                         format!(

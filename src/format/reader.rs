@@ -236,7 +236,7 @@ impl QuillFile {
         let base = bytes.as_ptr() as usize;
         let mut copies = Vec::new();
         for e in &mut entries {
-            if (base + e.begin) % ALIGN != 0 && !names::is_reserved(&e.name) {
+            if !(base + e.begin).is_multiple_of(ALIGN) && !names::is_reserved(&e.name) {
                 e.copy = Some(copies.len());
                 copies.push(AlignedBuf::copy_from(&bytes[e.begin..e.end]));
             }

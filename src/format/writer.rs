@@ -133,7 +133,7 @@ impl<'a> Writer<'a> {
         packed: Vec<u8>,
         scales: Vec<f16>,
     ) -> Result<()> {
-        if cols % Q4_GROUP != 0 || scales.len() != rows * cols / Q4_GROUP {
+        if !cols.is_multiple_of(Q4_GROUP) || scales.len() != rows * cols / Q4_GROUP {
             return Err(Error::InvalidArgument(format!(
                 "tensor `{name}`: int4 needs cols a multiple of {Q4_GROUP} and one scale per group \
                  ({rows}x{cols}, {} scales)",

@@ -1,6 +1,246 @@
-//! AVX2 + FMA + F16C.
+//! AVX2 + FMA + F16C: hand-written int4 GEMV and packed f32 GEMM; the other kernels are the
+//! generic ones compiled for AVX2 (the int8 product vectorizes to sign-extend + `vpmaddwd`,
+//! which cannot saturate, unlike `vpmaddubsw`).
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use half::f16;
 
 use crate::kernels::generic;
 use crate::kernels::{Out, QActs};
+use crate::tensor::{Q4_GROUP, Q4_LEVELS};
 
-generic::instantiate_all!("avx2,fma,f16c");
+generic::instantiate! { "avx2,fma,f16c":
+    quantize_rows(x: &[f32], k: usize, q: &mut [i8], s: &mut [f32]);
+    gemm_f16(x: &[f32], k: usize, w: &[half::f16], y: &mut Out);
+    gemm_bf16(x: &[f32], k: usize, w: &[half::bf16], y: &mut Out);
+    gemm_q8(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out);
+    dot(a: &[f32], b: &[f32]) -> f32;
+    axpy(a: f32, x: &[f32], y: &mut [f32]);
+    add(y: &mut [f32], x: &[f32]);
+    mul(y: &mut [f32], x: &[f32]);
+    scale(x: &mut [f32], a: f32);
+    layer_norm(x: &[f32], g: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32]);
+    rms_norm(x: &[f32], g: &[f32], eps: f32, out: &mut [f32]);
+    softmax(x: &mut [f32]);
+    gelu(x: &mut [f32]);
+    gelu_tanh(x: &mut [f32]);
+    silu(x: &mut [f32]);
+    relu(x: &mut [f32]);
+    rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
+    argmax(x: &[f32]) -> usize;
+}
+
+// ---------------------------------------------------------------- int4 × int8
+
+pub(super) fn gemm_q4(x: &QActs, codes: &[u8], ws: &[f16], y: &mut Out) {
+    // SAFETY: this table is only handed out after checking AVX2 + FMA + F16C.
+    unsafe { gemm_q4_impl(x, codes, ws, y) }
+}
+
+/// Per group of 32: the 16 code bytes expand (one `vpshufb` against the levels) to the int8
+/// weights of the even elements (low nibbles) and the odd ones (high nibbles); the activations
+/// are split the same way once per row, then sign-extended products are summed with `vpmaddwd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q4_impl(x: &QActs, codes: &[u8], ws: &[f16], y: &mut Out) {
+    let (m, k, n) = (y.rows(), x.k, y.cols());
+    let groups = k / Q4_GROUP;
+    assert!(k % Q4_GROUP == 0 && codes.len() >= n * k / 2 && ws.len() >= n * groups);
+    let levels: [i8; 16] = Q4_LEVELS;
+    // SAFETY: 16 readable bytes.
+    let lut = unsafe { _mm_loadu_si128(levels.as_ptr().cast()) };
+    let low = _mm_set1_epi8(0x0f);
+    SPLIT.with(|buf| {
+        let mut split = buf.borrow_mut();
+        if split.len() < k {
+            split.resize(k, 0);
+        }
+        for i in 0..m {
+            // Activations of each group as [even 16 | odd 16], matching the expanded codes.
+            let xr = &x.q[i * k..(i + 1) * k];
+            for g in 0..groups {
+                for t in 0..16 {
+                    split[g * 32 + t] = xr[g * 32 + 2 * t];
+                    split[g * 32 + 16 + t] = xr[g * 32 + 2 * t + 1];
+                }
+            }
+            for j in 0..n {
+                let crow = &codes[j * k / 2..(j + 1) * k / 2];
+                let srow = &ws[j * groups..(j + 1) * groups];
+                let mut f = _mm256_setzero_ps();
+                for (g, scale) in srow.iter().enumerate() {
+                    // SAFETY: 16 code bytes and 32 activations of group g.
+                    unsafe {
+                        let c = _mm_loadu_si128(crow.as_ptr().add(g * 16).cast());
+                        let we = _mm_shuffle_epi8(lut, _mm_and_si128(c, low));
+                        let wo = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(c, 4), low));
+                        let xe = _mm_loadu_si128(split.as_ptr().add(g * 32).cast());
+                        let xo = _mm_loadu_si128(split.as_ptr().add(g * 32 + 16).cast());
+                        let pe =
+                            _mm256_madd_epi16(_mm256_cvtepi8_epi16(xe), _mm256_cvtepi8_epi16(we));
+                        let po =
+                            _mm256_madd_epi16(_mm256_cvtepi8_epi16(xo), _mm256_cvtepi8_epi16(wo));
+                        let acc = _mm256_cvtepi32_ps(_mm256_add_epi32(pe, po));
+                        f = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale.to_f32()), f);
+                    }
+                }
+                y.row(i)[j] = hsum256(f) * x.scales[i];
+            }
+        }
+    });
+}
+
+thread_local! {
+    /// One activation row split into even/odd halves per group (reused).
+    static SPLIT: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
+    /// The packed weight panel of the f32 GEMM (reused).
+    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+#[inline(always)]
+fn hsum256(v: __m256) -> f32 {
+    let mut a = [0f32; 8];
+    // SAFETY: 8 writable floats; AVX is implied by the caller's AVX2.
+    unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+// ---------------------------------------------------------------- f32
+
+/// Below this many activation rows the generic streaming kernel is used.
+const GEMM_MIN_ROWS: usize = 6;
+/// Tile: 6 activation rows × 16 columns (two ymm): 12 accumulators + 2 weight vectors + a
+/// broadcast = 15 of the 16 ymm registers.
+const MR: usize = 6;
+const NR: usize = 16;
+/// 256 × 16 floats = 16 KiB packed panel.
+const KC: usize = 256;
+
+pub(super) fn gemm_f32(x: &[f32], k: usize, w: &[f32], y: &mut Out) {
+    if y.rows() >= GEMM_MIN_ROWS {
+        // SAFETY: this table is only handed out after checking AVX2 + FMA.
+        unsafe { sgemm(x, k, w, y) }
+    } else {
+        gemv_f32(x, k, w, y)
+    }
+}
+
+/// Few rows: the generic streaming kernel, compiled for AVX2.
+fn gemv_f32(x: &[f32], k: usize, w: &[f32], y: &mut Out) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn inner(x: &[f32], k: usize, w: &[f32], y: &mut Out) {
+        generic::gemm_f32(x, k, w, y)
+    }
+    // SAFETY: this table is only handed out after checking AVX2 + FMA + F16C.
+    unsafe { inner(x, k, w, y) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sgemm(x: &[f32], k: usize, w: &[f32], y: &mut Out) {
+    let (m, n) = (y.rows(), y.cols());
+    assert!(x.len() >= m * k && w.len() >= n * k);
+    PANEL.with(|panel| {
+        let mut panel = panel.borrow_mut();
+        if panel.len() < KC * NR {
+            panel.resize(KC * NR, 0.0);
+        }
+        let mut j0 = 0;
+        while j0 < n {
+            let cols = (n - j0).min(NR);
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = (k - k0).min(KC);
+                for kk in 0..kc {
+                    for jj in 0..NR {
+                        panel[kk * NR + jj] = if jj < cols {
+                            w[(j0 + jj) * k + k0 + kk]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                let mut i0 = 0;
+                while i0 < m {
+                    let rows = (m - i0).min(MR);
+                    // SAFETY: reads rows i0..i0+rows of x at k0..k0+kc and the panel; writes
+                    // rows i0..i0+rows, columns j0..j0+cols of y.
+                    unsafe {
+                        tile(
+                            rows,
+                            x.as_ptr().add(i0 * k + k0),
+                            k,
+                            panel.as_ptr(),
+                            kc,
+                            y,
+                            i0,
+                            j0,
+                            cols,
+                            k0 > 0,
+                        )
+                    };
+                    i0 += rows;
+                }
+                k0 += kc;
+            }
+            j0 += cols;
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile(
+    rows: usize,
+    x: *const f32,
+    ldx: usize,
+    panel: *const f32,
+    kc: usize,
+    y: &mut Out,
+    i0: usize,
+    j0: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let mut c = [[_mm256_setzero_ps(); 2]; MR];
+    macro_rules! body {
+        ($r:expr) => {{
+            for kk in 0..kc {
+                // SAFETY: the panel has kc × 16 floats; x has `rows` rows of ≥ kc floats.
+                unsafe {
+                    let b0 = _mm256_loadu_ps(panel.add(kk * NR));
+                    let b1 = _mm256_loadu_ps(panel.add(kk * NR + 8));
+                    for r in 0..$r {
+                        let a = _mm256_broadcast_ss(&*x.add(r * ldx + kk));
+                        c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+                        c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+                    }
+                }
+            }
+        }};
+    }
+    match rows {
+        6 => body!(6),
+        5 => body!(5),
+        4 => body!(4),
+        3 => body!(3),
+        2 => body!(2),
+        _ => body!(1),
+    }
+    for (r, cr) in c.iter().enumerate().take(rows) {
+        let mut v = [0f32; NR];
+        // SAFETY: 16 writable floats.
+        unsafe {
+            _mm256_storeu_ps(v.as_mut_ptr(), cr[0]);
+            _mm256_storeu_ps(v.as_mut_ptr().add(8), cr[1]);
+        }
+        let out = &mut y.row(i0 + r)[j0..j0 + cols];
+        if accumulate {
+            for (o, a) in out.iter_mut().zip(v) {
+                *o += a;
+            }
+        } else {
+            out.copy_from_slice(&v[..cols]);
+        }
+    }
+}

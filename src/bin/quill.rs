@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use quill::QuillFile;
 use quill::convert::quantize::{Target, quantize_file};
 use quill::format::Summary;
+use quill::kernels::Isa;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,12 @@ enum Command {
         /// List every tensor.
         #[arg(long)]
         tensors: bool,
+    },
+    /// This build and this machine: version, ABI, kernel level chosen and available, threads.
+    Info {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Quantize every weight matrix of a model and report each tensor's error.
     Quantize {
@@ -58,6 +65,42 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Info { json } => {
+            let chosen = quill::kernels::kernels().isa;
+            let available: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let forced = std::env::var("QUILL_FORCE_ISA").ok();
+            if json {
+                let v = serde_json::json!({
+                    "version": quill::VERSION,
+                    "abi": quill::ffi::QUILL_ABI_VERSION,
+                    "format": quill::format::FORMAT_MAJOR,
+                    "isa": chosen.name(),
+                    "isa_available": available,
+                    "isa_forced": forced,
+                    "arch": std::env::consts::ARCH,
+                    "default_threads": cores,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "quill {} (C ABI {}, reads .quill format {})",
+                    quill::VERSION,
+                    quill::ffi::QUILL_ABI_VERSION,
+                    quill::format::FORMAT_MAJOR
+                );
+                println!(
+                    "kernels   {} on {}{}",
+                    chosen.name(),
+                    std::env::consts::ARCH,
+                    forced
+                        .map(|f| format!(" (QUILL_FORCE_ISA={f})"))
+                        .unwrap_or_default()
+                );
+                println!("available {}", available.join(", "));
+                println!("threads   {cores} by default (one per available core)");
+            }
+        }
         Command::Inspect {
             file,
             json,

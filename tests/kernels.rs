@@ -545,3 +545,52 @@ fn attention_matches_the_formula() {
         }
     }
 }
+
+#[test]
+fn top_k_returns_the_largest_in_order() {
+    let mut rng = Rng::new(21);
+    let mut out = Vec::new();
+    for n in [1usize, 5, 100, 1000] {
+        let mut x = rng.gaussians(n);
+        if n > 3 {
+            x[3] = f32::NAN;
+            x[1] = x[0]; // a tie
+        }
+        for k in [1usize, 3, 10, n + 5] {
+            quill::kernels::top_k(&x, k, &mut out);
+            let mut expect: Vec<(usize, f32)> = x
+                .iter()
+                .cloned()
+                .enumerate()
+                .filter(|(_, v)| !v.is_nan())
+                .collect();
+            expect.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+            expect.truncate(k);
+            assert_eq!(out, expect, "n={n} k={k}");
+        }
+    }
+    quill::kernels::top_k(&[1.0, 2.0], 0, &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn embed_gathers_a_dequantized_row() {
+    let mut rng = Rng::new(22);
+    let w = rng.gaussians(10 * 64);
+    let (q, s) = quantize_q8(&w, 10, 64);
+    let m = Matrix {
+        rows: 10,
+        cols: 64,
+        weights: Weights::Q8 { q: &q, scales: &s },
+    };
+    let mut out = vec![0f32; 64];
+    for kern in Isa::available()
+        .into_iter()
+        .map(|i| Kernels::for_isa(i).unwrap())
+    {
+        kern.embed(&m, 7, &mut out);
+        for (c, v) in out.iter().enumerate() {
+            assert_eq!(*v, q[7 * 64 + c] as f32 * s[7]);
+        }
+    }
+}

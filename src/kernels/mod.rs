@@ -229,6 +229,12 @@ impl Kernels {
         }
     }
 
+    /// Embedding lookup: row `id` of `table` (any layout) dequantized into `out`. One row per
+    /// token, never a hot loop, so every level shares the reference dequantization.
+    pub fn embed(&self, table: &Matrix, id: usize, out: &mut [f32]) {
+        table.dequantize_row(id, out);
+    }
+
     /// Gated feed-forward: `gate = act(gate) ⊙ up`.
     pub fn gated(&self, act: Activation, gate: &mut [f32], up: &[f32]) {
         self.activate(act, gate);
@@ -290,6 +296,32 @@ impl Kernels {
                 }
             }
         });
+    }
+}
+
+/// The `k` largest values of `x` as `(index, value)`, largest first (ties: lower index first),
+/// written into `out` (cleared first; reuse it to avoid allocation). NaN values are never chosen.
+pub fn top_k(x: &[f32], k: usize, out: &mut Vec<(usize, f32)>) {
+    out.clear();
+    let k = k.min(x.len());
+    if k == 0 {
+        return;
+    }
+    // Keep the best k seen so far sorted (largest first); insertion is cheap for the small k of
+    // sampling and beam search, and the common case (value below the k-th) is one compare.
+    let better = |a: (usize, f32), b: (usize, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        if out.len() == k {
+            if !better((i, v), out[k - 1]) {
+                continue;
+            }
+            out.pop();
+        }
+        let pos = out.partition_point(|&e| better(e, (i, v)));
+        out.insert(pos, (i, v));
     }
 }
 

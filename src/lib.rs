@@ -9,10 +9,12 @@ pub mod error;
 pub mod ffi;
 pub mod format;
 pub mod kernels;
+pub mod model;
 pub mod tensor;
 
 pub use error::{Error, Result};
 pub use format::{Arch, Config, QuillFile, Writer};
+pub use model::{Limits, Model, OpenOptions, Session};
 
 /// This library's version, `MAJOR.MINOR.PATCH`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

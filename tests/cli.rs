@@ -84,12 +84,20 @@ fn cli_errors_are_messages_not_panics() {
 
 #[test]
 fn info_reports_the_kernel_level() {
-    let out = quill().args(["info", "--json"]).env("QUILL_FORCE_ISA", "scalar").output().unwrap();
+    let out = quill()
+        .args(["info", "--json"])
+        .env("QUILL_FORCE_ISA", "scalar")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["isa"], "scalar");
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
-    let out = quill().args(["info", "--json"]).env_remove("QUILL_FORCE_ISA").output().unwrap();
+    let out = quill()
+        .args(["info", "--json"])
+        .env_remove("QUILL_FORCE_ISA")
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["isa"], quill::kernels::Isa::best().name());
 }

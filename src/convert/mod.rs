@@ -1,3 +1,4 @@
-//! Bringing weights into quill's layouts: quantization now; Hugging Face import later.
+//! Bringing weights into quill's layouts: Hugging Face import and quantization.
 
+pub mod hf;
 pub mod quantize;

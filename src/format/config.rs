@@ -86,6 +86,12 @@ fn default_eps() -> f64 {
 fn yes() -> bool {
     true
 }
+fn one() -> f64 {
+    1.0
+}
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
 fn default_rope_theta() -> f64 {
     10_000.0
 }
@@ -149,6 +155,14 @@ pub struct Config {
     /// Multiply embeddings by sqrt(d_model).
     #[serde(default)]
     pub scale_embedding: bool,
+    /// Attention scores are multiplied by this before the softmax; absent: 1/sqrt(head_dim).
+    /// (T5 folds the scaling into its weights and uses 1.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_scale: Option<f64>,
+    /// The decoder's final hidden state is multiplied by this before the output projection
+    /// (T5 v1.0 with tied embeddings: d_model^-0.5).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub logits_scale: f64,
     /// LSTM: bidirectional encoder.
     #[serde(default)]
     pub bidirectional: bool,
@@ -201,6 +215,12 @@ impl Config {
 
     pub fn kv_heads(&self) -> usize {
         self.kv_heads.unwrap_or(self.heads)
+    }
+
+    /// The factor applied to attention scores.
+    pub fn attention_scale(&self) -> f32 {
+        self.attention_scale
+            .unwrap_or(1.0 / (self.head_dim() as f64).sqrt()) as f32
     }
 
     pub fn head_dim(&self) -> usize {
@@ -262,6 +282,17 @@ impl Config {
                 return Err(Error::bad_config(
                     "bidirectional",
                     "applies to lstm-seq2seq only",
+                ));
+            }
+        }
+        for (field, v) in [
+            ("attention_scale", self.attention_scale.unwrap_or(1.0)),
+            ("logits_scale", self.logits_scale),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::bad_config(
+                    field,
+                    format!("must be a positive number, found {v}"),
                 ));
             }
         }

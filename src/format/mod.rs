@@ -13,7 +13,7 @@ mod summary;
 mod writer;
 
 pub use config::{Activation, Arch, Config, Norm, Positions};
-pub use reader::{QuillFile, QuillMeta, Source};
+pub use reader::{MatrixRef, QuillFile, QuillMeta, Source};
 pub use summary::{KindTotals, Summary, TensorLine};
 pub use writer::Writer;
 

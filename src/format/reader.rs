@@ -66,6 +66,13 @@ pub struct QuillMeta {
     pub producer: Option<String>,
 }
 
+/// A checked reference to a weight matrix of one [`QuillFile`] (see [`QuillFile::matrix_ref`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatrixRef {
+    data: usize,
+    scales: Option<usize>,
+}
+
 struct Entry {
     name: String,
     dtype: DType,
@@ -460,7 +467,38 @@ impl QuillFile {
 
     /// The weight matrix `name` in whatever layout it is stored (F32, F16, BF16, Q8, Q4).
     pub fn matrix(&self, name: &str) -> Result<Matrix<'_>> {
-        let t = self.tensor(name)?;
+        self.matrix_at(self.matrix_ref(name)?)
+    }
+
+    /// A cheap, copyable handle to the weight matrix `name`, checked now; [`QuillFile::resolve`]
+    /// turns it into a [`Matrix`] without a name lookup (the runtime keeps these per layer).
+    pub fn matrix_ref(&self, name: &str) -> Result<MatrixRef> {
+        let data = match self.index.get(name) {
+            Some(&i) if !names::is_reserved(name) => i,
+            _ => return Err(Error::MissingTensor(name.to_string())),
+        };
+        let quantized = matches!(self.entries[data].dtype, DType::I8 | DType::U8);
+        let scales = if quantized {
+            let s = format!("{name}{SCALE_SUFFIX}");
+            Some(*self.index.get(&s).ok_or(Error::MissingTensor(s))?)
+        } else {
+            None
+        };
+        let r = MatrixRef { data, scales };
+        self.matrix_at(r)?;
+        Ok(r)
+    }
+
+    /// The matrix behind a reference made by this file's [`QuillFile::matrix_ref`].
+    pub fn resolve(&self, r: MatrixRef) -> Matrix<'_> {
+        self.matrix_at(r)
+            .expect("checked when the reference was made")
+    }
+
+    fn matrix_at(&self, r: MatrixRef) -> Result<Matrix<'_>> {
+        let e = &self.entries[r.data];
+        let t = self.view(e);
+        let name = t.name;
         let [rows, stored_cols] = t.shape[..] else {
             return Err(Error::WrongTensorType {
                 tensor: name.to_string(),
@@ -468,7 +506,10 @@ impl QuillFile {
                 found: format!("shape {:?}", t.shape),
             });
         };
-        let scales = || self.tensor(&format!("{name}{SCALE_SUFFIX}"));
+        let scales = || match r.scales {
+            Some(i) => Ok(self.view(&self.entries[i])),
+            None => Err(Error::MissingTensor(format!("{name}{SCALE_SUFFIX}"))),
+        };
         let (cols, weights) = match t.dtype {
             DType::F32 => (stored_cols, Weights::F32(t.as_slice()?)),
             DType::F16 => (stored_cols, Weights::F16(t.as_slice()?)),
@@ -502,7 +543,7 @@ impl QuillFile {
             _ => None,
         };
         if let Some((have, want)) = scale_len
-            && (have != want || cols % Q4_GROUP != 0 && t.dtype == DType::U8)
+            && (have != want || !cols.is_multiple_of(Q4_GROUP) && t.dtype == DType::U8)
         {
             return Err(Error::bad_quant(
                 name,

@@ -104,7 +104,11 @@ pub fn gemm_q4(x: &QActs, codes: &[u8], ws: &[f16], y: &mut Out) {
                 for t in 0..Q4_GROUP {
                     let c = g * Q4_GROUP + t;
                     let byte = row[c / 2];
-                    let code = if c.is_multiple_of(2) { byte & 15 } else { byte >> 4 };
+                    let code = if c.is_multiple_of(2) {
+                        byte & 15
+                    } else {
+                        byte >> 4
+                    };
                     acc += xr[c] as i32 * Q4_LEVELS[code as usize] as i32;
                 }
                 sum += acc as f32 * ws[j * groups + g].to_f32();

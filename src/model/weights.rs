@@ -1,0 +1,312 @@
+//! The weights of a Transformer, gathered once at load by their canonical names
+//! (`docs/architectures.md`) and checked against the config: matrices stay in the file (a
+//! [`MatrixRef`] each), vectors (norms, biases, T5's relative bias table) are converted to f32.
+
+use crate::error::{Error, Result};
+use crate::format::{Arch, Config, MatrixRef, Positions, QuillFile};
+
+/// A normalization layer: LayerNorm (`bias` optional) or RMSNorm (`bias` always `None`).
+pub(crate) struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// A linear layer `y = x·Wᵀ + b`.
+pub(crate) struct Linear {
+    pub w: MatrixRef,
+    pub b: Option<Vec<f32>>,
+    /// Output features.
+    pub out: usize,
+}
+
+pub(crate) struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+}
+
+pub(crate) struct FeedForward {
+    pub up: Linear,
+    /// Gated feed-forward (SwiGLU, GEGLU): `act(x·W_gateᵀ) ⊙ (x·W_upᵀ)`.
+    pub gate: Option<Linear>,
+    pub down: Linear,
+}
+
+pub(crate) struct Layer {
+    pub self_attn: Attention,
+    pub self_attn_norm: Norm,
+    /// Cross-attention over the encoder output (decoder of a seq2seq model).
+    pub cross: Option<(Attention, Norm)>,
+    pub ffn: FeedForward,
+    pub ffn_norm: Norm,
+}
+
+/// Position information added to the embeddings.
+pub(crate) enum PosTable {
+    /// Rows of a table in the file, read at `position + offset`.
+    Learned {
+        table: MatrixRef,
+        offset: usize,
+        rows: usize,
+    },
+    /// Sinusoids computed at load (`[max_positions, d]`, sin in the first half, cos in the second).
+    Sinusoidal(Vec<f32>),
+}
+
+/// An encoder or a decoder: embeddings, layers, final norm.
+pub(crate) struct Stack {
+    pub embed: MatrixRef,
+    pub pos: Option<PosTable>,
+    pub embed_norm: Option<Norm>,
+    /// T5 relative attention bias `[buckets, heads]`, shared by all layers of the stack.
+    pub rel_bias: Option<Vec<f32>>,
+    pub layers: Vec<Layer>,
+    pub final_norm: Option<Norm>,
+}
+
+pub(crate) struct TransformerWeights {
+    pub encoder: Option<Stack>,
+    pub decoder: Stack,
+    pub lm_head: MatrixRef,
+    pub lm_bias: Option<Vec<f32>>,
+}
+
+struct Loader<'a> {
+    file: &'a QuillFile,
+    cfg: &'a Config,
+}
+
+impl Loader<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.file.contains(name)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let t = self.file.tensor(name)?;
+        if t.numel() != len || t.shape.len() > 2 || (t.shape.len() == 2 && t.shape[0] != 1) {
+            return Err(Error::WrongTensorType {
+                tensor: name.into(),
+                expected: format!("a vector of {len}"),
+                found: format!("shape {:?}", t.shape),
+            });
+        }
+        t.to_f32_vec()
+    }
+
+    fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+        if self.has(name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<MatrixRef> {
+        let r = self.file.matrix_ref(name)?;
+        let m = self.file.resolve(r);
+        if (m.rows, m.cols) != (rows, cols) {
+            return Err(Error::WrongTensorType {
+                tensor: name.into(),
+                expected: format!("[{rows}, {cols}] (from the config)"),
+                found: format!("[{}, {}]", m.rows, m.cols),
+            });
+        }
+        Ok(r)
+    }
+
+    fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear {
+            w: self.matrix(&format!("{prefix}.weight"), out, inp)?,
+            b: self.opt_vector(&format!("{prefix}.bias"), out)?,
+            out,
+        })
+    }
+
+    fn norm(&self, prefix: &str) -> Result<Norm> {
+        let d = self.cfg.d_model;
+        Ok(Norm {
+            weight: self.vector(&format!("{prefix}.weight"), d)?,
+            bias: self.opt_vector(&format!("{prefix}.bias"), d)?,
+        })
+    }
+
+    fn opt_norm(&self, prefix: &str) -> Result<Option<Norm>> {
+        if self.has(&format!("{prefix}.weight")) {
+            self.norm(prefix).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn attention(&self, prefix: &str) -> Result<Attention> {
+        let c = self.cfg;
+        let (d, q_dim, kv_dim) = (
+            c.d_model,
+            c.heads * c.head_dim(),
+            c.kv_heads() * c.head_dim(),
+        );
+        Ok(Attention {
+            q: self.linear(&format!("{prefix}.q"), q_dim, d)?,
+            k: self.linear(&format!("{prefix}.k"), kv_dim, d)?,
+            v: self.linear(&format!("{prefix}.v"), kv_dim, d)?,
+            o: self.linear(&format!("{prefix}.o"), d, q_dim)?,
+        })
+    }
+
+    fn ffn(&self, prefix: &str) -> Result<FeedForward> {
+        let (d, f) = (self.cfg.d_model, self.cfg.ffn_dim);
+        let gate_name = format!("{prefix}.gate.weight");
+        let gate = match (self.cfg.gated_ffn, self.has(&gate_name)) {
+            (true, true) => Some(self.linear(&format!("{prefix}.gate"), f, d)?),
+            (false, false) => None,
+            (true, false) => return Err(Error::MissingTensor(gate_name)),
+            (false, true) => {
+                return Err(Error::bad_config(
+                    "gated_ffn",
+                    format!("is false but the file has `{gate_name}`"),
+                ));
+            }
+        };
+        Ok(FeedForward {
+            up: self.linear(&format!("{prefix}.up"), f, d)?,
+            gate,
+            down: self.linear(&format!("{prefix}.down"), d, f)?,
+        })
+    }
+
+    fn stack(
+        &self,
+        name: &str,
+        layers: usize,
+        cross: bool,
+        shared_embed: Option<MatrixRef>,
+    ) -> Result<Stack> {
+        let c = self.cfg;
+        let embed_name = format!("{name}.embed.weight");
+        let embed = if self.has(&embed_name) {
+            self.matrix(&embed_name, c.vocab_size, c.d_model)?
+        } else {
+            shared_embed.ok_or_else(|| Error::MissingTensor("embed.weight".into()))?
+        };
+        let pos = match c.positions {
+            Positions::Learned => {
+                let own = format!("{name}.pos.weight");
+                let tname = if self.has(&own) {
+                    own
+                } else {
+                    "pos.weight".to_string()
+                };
+                let r = self.file.matrix_ref(&tname)?;
+                let m = self.file.resolve(r);
+                if m.cols != c.d_model || m.rows <= c.position_offset {
+                    return Err(Error::WrongTensorType {
+                        tensor: tname,
+                        expected: format!("[positions + {}, {}]", c.position_offset, c.d_model),
+                        found: format!("[{}, {}]", m.rows, m.cols),
+                    });
+                }
+                Some(PosTable::Learned {
+                    table: r,
+                    offset: c.position_offset,
+                    rows: m.rows,
+                })
+            }
+            Positions::Sinusoidal => Some(PosTable::Sinusoidal(sinusoids(
+                c.max_positions.max(1),
+                c.d_model,
+            ))),
+            Positions::None | Positions::Relative | Positions::Rotary => None,
+        };
+        let rel_bias = if c.positions == Positions::Relative {
+            let name = format!("{name}.rel_bias.weight");
+            let t = self.file.tensor(&name)?;
+            if t.shape != [c.relative_buckets, c.heads] {
+                return Err(Error::WrongTensorType {
+                    tensor: name,
+                    expected: format!(
+                        "[{}, {}] (relative_buckets, heads)",
+                        c.relative_buckets, c.heads
+                    ),
+                    found: format!("{:?}", t.shape),
+                });
+            }
+            Some(t.to_f32_vec()?)
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(layers);
+        for i in 0..layers {
+            let p = format!("{name}.layers.{i}");
+            out.push(Layer {
+                self_attn: self.attention(&format!("{p}.self_attn"))?,
+                self_attn_norm: self.norm(&format!("{p}.self_attn_norm"))?,
+                cross: if cross {
+                    Some((
+                        self.attention(&format!("{p}.cross_attn"))?,
+                        self.norm(&format!("{p}.cross_attn_norm"))?,
+                    ))
+                } else {
+                    None
+                },
+                ffn: self.ffn(&format!("{p}.ffn"))?,
+                ffn_norm: self.norm(&format!("{p}.ffn_norm"))?,
+            });
+        }
+        Ok(Stack {
+            embed,
+            pos,
+            embed_norm: self.opt_norm(&format!("{name}.embed_norm"))?,
+            rel_bias,
+            layers: out,
+            final_norm: self.opt_norm(&format!("{name}.final_norm"))?,
+        })
+    }
+}
+
+/// Gathers and checks the weights of a Transformer (`seq2seq` or `decoder-only`).
+pub(crate) fn load_transformer(
+    file: &QuillFile,
+    arch: Arch,
+    cfg: &Config,
+) -> Result<TransformerWeights> {
+    let l = Loader { file, cfg };
+    let shared = if l.has("embed.weight") {
+        Some(l.matrix("embed.weight", cfg.vocab_size, cfg.d_model)?)
+    } else {
+        None
+    };
+    let encoder = match arch {
+        Arch::Seq2Seq => Some(l.stack("encoder", cfg.encoder_layers, false, shared)?),
+        _ => None,
+    };
+    let decoder = l.stack("decoder", cfg.decoder_layers, arch == Arch::Seq2Seq, shared)?;
+    // The output projection: its own tensor when the file has one, else the decoder's embedding.
+    let lm_head = if l.has("lm_head.weight") {
+        l.matrix("lm_head.weight", cfg.vocab_size, cfg.d_model)?
+    } else {
+        decoder.embed
+    };
+    Ok(TransformerWeights {
+        encoder,
+        decoder,
+        lm_head,
+        lm_bias: l.opt_vector("lm_head.bias", cfg.vocab_size)?,
+    })
+}
+
+/// Sinusoidal positions as in "Attention Is All You Need" with the Marian / fairseq layout:
+/// row `p`, column `i < d/2`: `sin(p / 10000^(2i/d))`; column `d/2 + i`: the matching cosine.
+/// Computed in f64, stored as f32.
+pub(crate) fn sinusoids(rows: usize, d: usize) -> Vec<f32> {
+    let half = d / 2;
+    let mut t = vec![0f32; rows * d];
+    for p in 0..rows {
+        for i in 0..half {
+            let angle = p as f64 / 10000f64.powf(2.0 * i as f64 / d as f64);
+            t[p * d + i] = angle.sin() as f32;
+            t[p * d + half + i] = angle.cos() as f32;
+        }
+    }
+    t
+}

@@ -1,0 +1,223 @@
+//! The Transformer runtime against Hugging Face `transformers` goldens (`tests/fixtures/hf/*`,
+//! made by `tests/reference/ref_tiny_models.py`): converted with `quill convert`'s library
+//! function, run at f32, compared on first-step logits, every step's top-5 logits and the greedy
+//! ids; then quantized (int8, int4) and compared by cosine similarity.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use quill::convert::hf::{ConvertOptions, convert_hf};
+use quill::convert::quantize::Target;
+use quill::{Arch, Limits, Model, OpenOptions, Session};
+use serde_json::Value;
+
+const MODELS: [&str; 6] = ["marian", "bart", "t5", "t5-gated", "gpt2", "llama"];
+/// f32 parity with transformers: max-abs difference of logits.
+const LOGIT_ATOL: f32 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+fn golden(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("golden.json")).unwrap())
+        .unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn convert(name: &str, quantize: Option<Target>, dir: &Path) -> Model {
+    let out = dir.join(format!("{name}.quill"));
+    convert_hf(
+        &fixture(name),
+        &out,
+        &ConvertOptions { quantize },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    Model::open(
+        &out,
+        &OpenOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn session(model: &Model) -> Session {
+    Session::new(
+        model,
+        Limits {
+            max_batch: 2,
+            max_input_len: 32,
+            max_new_tokens: 32,
+            beams: 1,
+        },
+    )
+    .unwrap()
+}
+
+/// Token ids the golden's generation masked (Marian's `bad_words_ids`).
+fn suppressed(g: &Value) -> Vec<u32> {
+    g["gen_kwargs"]["bad_words_ids"]
+        .as_array()
+        .map(|a| a.iter().flat_map(ids).collect())
+        .unwrap_or_default()
+}
+
+fn first_logits(model: &Model, s: &mut Session, input: &[u32]) -> Vec<f32> {
+    s.start(&[input]).unwrap();
+    if model.arch() == Arch::Seq2Seq {
+        s.step(&[model.config().decoder_start_id.unwrap()]).unwrap();
+    }
+    s.logits().to_vec()
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_parity(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = golden(name);
+    let model = convert(name, None, dir.path());
+    let mut s = session(&model);
+    let input = ids(&g["input_ids"]);
+    let vocab = model.config().vocab_size;
+
+    // First step, all logits.
+    let logits = first_logits(&model, &mut s, &input);
+    let expect = floats(&g["first_step_logits"]);
+    assert_eq!(logits.len(), vocab);
+    let err = max_abs(&logits, &expect);
+    assert!(
+        err <= LOGIT_ATOL,
+        "{name}: first-step logits differ by {err}"
+    );
+
+    // Every greedy step: top-5 ids and logits, then the chosen id.
+    let mut expect_ids = ids(&g["output_ids"]);
+    if model.arch() == Arch::Seq2Seq {
+        expect_ids.remove(0); // the decoder start id
+    }
+    let suppress = suppressed(&g);
+    let steps = g["step_top5"].as_array().unwrap();
+    let mut logits = logits;
+    let mut produced = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let want_ids = ids(&step["ids"]);
+        let want = floats(&step["logits"]);
+        for (id, v) in want_ids.iter().zip(&want) {
+            let got = logits[*id as usize];
+            assert!(
+                (got - v).abs() <= LOGIT_ATOL,
+                "{name} step {i}: logit of {id} is {got}, expected {v}"
+            );
+        }
+        let mut masked = logits.clone();
+        for &t in &suppress {
+            masked[t as usize] = f32::NEG_INFINITY;
+        }
+        let next = quill::kernels::scalar::argmax(&masked) as u32;
+        produced.push(next);
+        if i + 1 == steps.len() || model.config().eos_ids.contains(&next) {
+            break;
+        }
+        logits = s.step(&[next]).unwrap().to_vec();
+    }
+    assert_eq!(produced, expect_ids, "{name}: greedy ids");
+
+    // The library's greedy loop gives the same ids, also in a batch with another input.
+    let other: Vec<u32> = input.iter().rev().cloned().collect();
+    let out = s
+        .generate_greedy(
+            &[&input, &other[..other.len() - 3]],
+            expect_ids.len(),
+            &suppress,
+        )
+        .unwrap();
+    assert_eq!(out[0], expect_ids, "{name}: generate_greedy");
+    let alone = s
+        .generate_greedy(&[&other[..other.len() - 3]], expect_ids.len(), &suppress)
+        .unwrap();
+    assert_eq!(
+        out[1], alone[0],
+        "{name}: a batch neighbour changed the result"
+    );
+}
+
+#[test]
+fn marian_matches_transformers() {
+    check_parity("marian");
+}
+
+#[test]
+fn bart_matches_transformers() {
+    check_parity("bart");
+}
+
+#[test]
+fn t5_matches_transformers() {
+    check_parity("t5");
+}
+
+#[test]
+fn t5_gated_matches_transformers() {
+    check_parity("t5-gated");
+}
+
+#[test]
+fn gpt2_matches_transformers() {
+    check_parity("gpt2");
+}
+
+#[test]
+fn llama_gqa_matches_transformers() {
+    check_parity("llama");
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn quantized_models_stay_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in MODELS {
+        let g = golden(name);
+        let input = ids(&g["input_ids"]);
+        let expect = floats(&g["first_step_logits"]);
+        for (target, min) in [(Target::Int8, 0.999), (Target::Int4, 0.99)] {
+            let model = convert(name, Some(target), dir.path());
+            let mut s = session(&model);
+            let got = first_logits(&model, &mut s, &input);
+            let cos = cosine(&got, &expect);
+            eprintln!("{name} {target:?}: cosine {cos:.6}");
+            assert!(cos >= min, "{name} {target:?}: cosine {cos} < {min}");
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! The Transformer runtime against Hugging Face `transformers` goldens (`tests/fixtures/hf/*`,
-//! made by `tests/reference/ref_tiny_models.py`): converted with `quill convert`'s library
+//! made by `tests/reference/ref_tiny_models.py` with transformers 5.24 / torch 2.15): converted with `quill convert`'s library
 //! function, run at f32, compared on first-step logits, every step's top-5 logits and the greedy
 //! ids; then quantized (int8, int4) and compared by cosine similarity.
 
@@ -12,7 +12,9 @@ use quill::convert::quantize::Target;
 use quill::{Arch, Limits, Model, OpenOptions, Session};
 use serde_json::Value;
 
-const MODELS: [&str; 6] = ["marian", "bart", "t5", "t5-gated", "gpt2", "llama"];
+const MODELS: [&str; 9] = [
+    "marian", "bart", "mbart", "t5", "t5-gated", "gpt2", "llama", "qwen2", "mistral",
+];
 /// f32 parity with transformers: max-abs difference of logits.
 const LOGIT_ATOL: f32 = 1e-4;
 
@@ -175,6 +177,21 @@ fn marian_matches_transformers() {
 #[test]
 fn bart_matches_transformers() {
     check_parity("bart");
+}
+
+#[test]
+fn mbart_matches_transformers() {
+    check_parity("mbart");
+}
+
+#[test]
+fn qwen2_matches_transformers() {
+    check_parity("qwen2");
+}
+
+#[test]
+fn mistral_mqa_matches_transformers() {
+    check_parity("mistral");
 }
 
 #[test]

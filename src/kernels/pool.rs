@@ -63,7 +63,8 @@ impl Pool {
     }
 
     /// Runs `f(first_column, window)` over column windows of `out` of at least `min_cols` columns
-    /// (the last may be shorter), one task per thread at most.
+    /// (the last may be shorter), one task per thread at most. Splits by `rayon::join` inside the
+    /// pool, which needs no heap allocation (a decoding step allocates nothing).
     pub fn split_columns(&self, out: Out, min_cols: usize, f: &(dyn Fn(usize, Out) + Sync)) {
         let n = out.cols();
         let tasks = (n / min_cols.max(1)).clamp(1, self.threads);
@@ -71,32 +72,24 @@ impl Pool {
             Some(pool) if tasks > 1 => {
                 // Column counts rounded to 16 so SIMD kernels see whole blocks where possible.
                 let per = n.div_ceil(tasks).next_multiple_of(16);
-                pool.scope(|s| {
-                    let mut rest = out;
-                    let mut c0 = 0;
-                    while rest.cols() > 0 {
-                        let take = per.min(rest.cols());
-                        let (part, tail) = rest.split_cols(take);
-                        rest = tail;
-                        let start = c0;
-                        s.spawn(move |_| f(start, part));
-                        c0 += take;
-                    }
-                });
+                pool.install(|| split(out, 0, per, f));
             }
             _ => f(0, out),
         }
     }
+}
 
-    /// Runs `f(i)` for `i` in `0..n`, spread over the pool.
-    pub fn for_each(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
-        match &self.pool {
-            Some(pool) if n > 1 => pool.scope(|s| {
-                for i in 0..n {
-                    s.spawn(move |_| f(i));
-                }
-            }),
-            _ => (0..n).for_each(f),
-        }
+/// Halves `out` until each part has at most `per` columns, running the halves with `join`.
+fn split(out: Out, c0: usize, per: usize, f: &(dyn Fn(usize, Out) + Sync)) {
+    let n = out.cols();
+    if n <= per {
+        f(c0, out);
+        return;
     }
+    let half = (n.div_ceil(2)).next_multiple_of(16).min(n);
+    let (left, right) = out.split_cols(half);
+    rayon::join(
+        || split(left, c0, per, f),
+        || split(right, c0 + half, per, f),
+    );
 }

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use quill::QuillFile;
+use quill::convert::hf::{ConvertOptions, convert_hf};
 use quill::convert::quantize::{Target, quantize_file};
+use quill::{Limits, Model, OpenOptions, Session};
+
+mod bench;
 use quill::format::Summary;
 use quill::kernels::Isa;
 
@@ -24,6 +28,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate with a model: token ids in, token ids out (greedy).
+    Run {
+        model: PathBuf,
+        /// Input token ids, comma-separated (source sentence or prompt).
+        #[arg(long, value_delimiter = ',', required = true)]
+        ids: Vec<u32>,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Import a Hugging Face checkpoint folder (Marian, BART, mBART, T5, GPT-2, Llama, Mistral, Qwen2).
+    Convert {
+        hf_dir: PathBuf,
+        output: PathBuf,
+        /// Quantize the weight matrices: int8, int4, f16 or bf16.
+        #[arg(long)]
+        quantize: Option<String>,
+    },
+    /// Measure a model: open time, time to first token, decode tokens/s, peak memory (JSON).
+    Bench {
+        model: PathBuf,
+        /// Input tokens (random ids, fixed seed).
+        #[arg(long, default_value_t = 32)]
+        input_len: usize,
+        /// Tokens generated, exactly (end-of-sequence is ignored).
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed repetitions (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Show a model file: architecture, config, tensors by dtype, parameters, bytes, alignment.
     Inspect {
         file: PathBuf,
@@ -65,6 +107,87 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Run {
+            model,
+            ids,
+            max_new_tokens,
+            threads,
+        } => {
+            let m = Model::open(
+                &model,
+                &OpenOptions {
+                    threads,
+                    ..Default::default()
+                },
+            )?;
+            let limits = Limits {
+                max_batch: 1,
+                max_input_len: ids.len(),
+                max_new_tokens,
+                beams: 1,
+            };
+            let mut s = Session::new(&m, limits)?;
+            let out = s.generate_greedy(&[&ids], max_new_tokens, &[])?;
+            println!(
+                "{}",
+                out[0]
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        Command::Convert {
+            hf_dir,
+            output,
+            quantize,
+        } => {
+            let options = ConvertOptions {
+                quantize: quantize.as_deref().map(Target::parse).transpose()?,
+            };
+            let mut last = 0;
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = convert_hf(&hf_dir, &output, &options, &mut |done, total| {
+                let pct = done * 100 / total.max(1);
+                if tty && (pct != last || done == total) {
+                    last = pct;
+                    eprint!("\rconverting: {done}/{total} tensors ({pct}%)");
+                }
+            })?;
+            if tty {
+                eprintln!();
+            }
+            let worst = report
+                .quantization
+                .iter()
+                .map(|r| r.rel_rms)
+                .fold(0f32, f32::max);
+            let f = QuillFile::open(&output)?;
+            println!(
+                "{} ({}) -> {}: {} tensors, {} bytes{}",
+                hf_dir.display(),
+                report.model_type,
+                output.display(),
+                report.tensors,
+                f.file_len(),
+                if report.quantization.is_empty() {
+                    String::new()
+                } else {
+                    format!(", worst relative RMS error {:.3}%", worst * 100.0)
+                }
+            );
+        }
+        Command::Bench {
+            model,
+            input_len,
+            new_tokens,
+            batch,
+            threads,
+            runs,
+        } => {
+            let r = bench::run(&model, input_len, new_tokens, batch, threads, runs)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
         Command::Info { json } => {
             let chosen = quill::kernels::kernels().isa;
             let available: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();

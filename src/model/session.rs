@@ -1011,8 +1011,8 @@ mod tests {
 
     #[test]
     fn t5_buckets_match_the_reference_values() {
-        // Values computed with transformers' T5Attention._relative_position_bucket (32 buckets,
-        // max distance 128): bidirectional and causal.
+        // transformers 5.24's T5Attention._relative_position_bucket (32 buckets, max distance
+        // 128), printed by tests/reference/t5_buckets.py.
         let bi = [
             (-200, 15),
             (-100, 15),

@@ -1,8 +1,9 @@
 //! The matrix products through `Kernels::linear`, each reported as a fraction of a limit of this
 //! machine measured in the same run (`docs/kernels.md` has the targets and the latest figures):
 //!
-//! - int8 GEMV (m = 1, 8192 × 8192, 64 MiB of weights): weight bytes streamed per second against
-//!   the read bandwidth of a 1 GiB buffer. Decode at batch 1 is memory-bound; target ≥ 80 %.
+//! - int8 GEMV (m = 1, 8192 × 8192, 64 MiB of weights; four such matrices in turn, see
+//!   `GEMV_WORKING_SET`): weight bytes streamed per second against the read bandwidth of a 1 GiB
+//!   buffer. Decode at batch 1 is memory-bound; target ≥ 80 %.
 //! - f32 GEMM 512 × 2048 × 2048 against the f32 FMA peak; target ≥ 60 %.
 //! - int8 GEMM at the same shape against the int8 VNNI (`vpdpbusd`) peak; target ≥ 40 %.
 //! - f32 GEMV (4096 × 4096) and int4 GEMV (8192 × 8192) as GB/s, for completeness.
@@ -11,8 +12,10 @@
 //! `QUILL_FORCE_ISA` applies), the GEMVs also with every other ISA this CPU runs; the int8 GEMV and
 //! the f32 GEMM run again at 2 threads, reported separately (the second vCPU of the reference
 //! machine is shared and unreliable). The limits are probed here, in Rust, with `std::arch`
-//! intrinsics (x86-64 only; elsewhere the fractions are `n/a`); `/work/shared/tools/machine-limits.c`
-//! is the C version of the same probes. A markdown table is printed at the end.
+//! intrinsics (x86-64 only; elsewhere the fractions are `n/a`), before and after the kernels; the
+//! better of the two counts, and a warning says when they differ by more than 10 %.
+//! `../shared/tools/machine-limits.c` is the C version of the same probes. A markdown table is
+//! printed at the end.
 //!
 //!     cargo bench --bench kernels
 //!     cargo bench --bench kernels -- gemv_q8     # criterion filter: one group only
@@ -71,6 +74,20 @@ struct Limits {
 }
 
 impl Limits {
+    /// Each limit from whichever of `self` and `other` measured the higher best figure.
+    fn better(&self, other: &Limits) -> Limits {
+        let pick = |a: Option<Rate>, b: Option<Rate>| match (a, b) {
+            (Some(a), Some(b)) => Some(if b.best > a.best { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        Limits {
+            read: pick(self.read, other.read),
+            fma_zmm: pick(self.fma_zmm, other.fma_zmm),
+            fma_ymm: pick(self.fma_ymm, other.fma_ymm),
+            vnni_zmm: pick(self.vnni_zmm, other.vnni_zmm),
+        }
+    }
+
     /// The f32 compute limit of ISA level `isa`, with its name.
     fn fma_for(&self, isa: Isa) -> Option<(f64, &'static str)> {
         match isa {
@@ -182,7 +199,7 @@ fn probe_limits(quick: bool) -> [Limits; 2] {
             if x86::has_avx512f() {
                 l.fma_zmm = Some(peak(threads, reps, || x86::fma_zmm(iters)));
             }
-            if x86::has_fma() && threads == 1 {
+            if x86::has_fma() {
                 l.fma_ymm = Some(peak(threads, reps, || x86::fma_ymm(iters)));
             }
             if x86::has_vnni() {
@@ -516,7 +533,7 @@ impl Q4Weights {
 }
 
 /// Copies of a GEMV matrix of `bytes` bytes to cycle through so that they span
-/// [`GEMV_WORKING_SET`].
+/// `GEMV_WORKING_SET`.
 fn gemv_copies(bytes: usize) -> usize {
     GEMV_WORKING_SET.div_ceil(bytes).max(1)
 }
@@ -560,7 +577,7 @@ struct Row {
     secs: Option<f64>,
 }
 
-/// A criterion group of sample size [`SAMPLES`] in flat sampling (every sample runs the same
+/// A criterion group of sample size `SAMPLES` in flat sampling (every sample runs the same
 /// number of calls: the calls take milliseconds to a tenth of a second).
 fn group<'a>(
     c: &'a mut Criterion,
@@ -618,42 +635,33 @@ fn fmt_rate(v: f64, unit: &str) -> String {
     format!("{v:.1} {unit}")
 }
 
-fn print_limits(limits: &[Limits; 2]) {
-    let show = |name: &str, unit: &str, r: [Option<Rate>; 2]| {
-        for (t, r) in r.iter().enumerate() {
-            if let Some(r) = r {
+/// Prints the probes run before and after the kernels. Returns the largest relative change of a
+/// best figure between the two, a sign of other work on the machine.
+fn print_limits(before: &[Limits; 2], after: &[Limits; 2]) -> f64 {
+    let mut drift = 0f64;
+    let mut show = |name: &str, unit: &str, field: fn(&Limits) -> Option<Rate>| {
+        for t in 0..2 {
+            if let (Some(a), Some(b)) = (field(&before[t]), field(&after[t])) {
+                drift = drift.max((a.best - b.best).abs() / a.best.max(b.best));
                 println!(
-                    "| {name} | {} | {} | {} |",
+                    "| {name} | {} | {} / {} | {} / {} |",
                     t + 1,
-                    fmt_rate(r.best, unit),
-                    fmt_rate(r.median, unit)
+                    fmt_rate(a.best, unit),
+                    fmt_rate(a.median, unit),
+                    fmt_rate(b.best, unit),
+                    fmt_rate(b.median, unit)
                 );
             }
         }
     };
-    println!("\n### Machine limits (probed in this run)\n");
-    println!("| probe | threads | best | median |");
+    println!("\n### Machine limits (probed in this run; a limit is the better best of the two)\n");
+    println!("| probe | threads | before the kernels: best / median | after: best / median |");
     println!("|---|---|---|---|");
-    show(
-        "read bandwidth, 1 GiB buffer",
-        "GB/s",
-        [limits[0].read, limits[1].read],
-    );
-    show(
-        "f32 FMA zmm (16 chains)",
-        "GFLOP/s",
-        [limits[0].fma_zmm, limits[1].fma_zmm],
-    );
-    show(
-        "f32 FMA ymm (12 chains)",
-        "GFLOP/s",
-        [limits[0].fma_ymm, limits[1].fma_ymm],
-    );
-    show(
-        "int8 VNNI zmm (16 chains)",
-        "GOP/s",
-        [limits[0].vnni_zmm, limits[1].vnni_zmm],
-    );
+    show("read bandwidth, 1 GiB buffer", "GB/s", |l| l.read);
+    show("f32 FMA zmm (16 chains)", "GFLOP/s", |l| l.fma_zmm);
+    show("f32 FMA ymm (12 chains)", "GFLOP/s", |l| l.fma_ymm);
+    show("int8 VNNI zmm (16 chains)", "GOP/s", |l| l.vnni_zmm);
+    drift
 }
 
 fn print_table(title: &str, rows: &[&Row], limits: &[Limits; 2]) {
@@ -694,12 +702,15 @@ fn main() {
     let quick = args.iter().any(|a| a == "--test");
     let mut c = Criterion::default().configure_from_args();
 
-    let limits = if listing {
-        [Limits::default(); 2]
-    } else {
-        println!("probing this machine's limits (1 GiB read, FMA and VNNI peaks) ...");
-        probe_limits(quick)
+    let probe = || {
+        if listing {
+            [Limits::default(); 2]
+        } else {
+            println!("probing this machine's limits (1 GiB read, FMA and VNNI peaks) ...");
+            probe_limits(quick)
+        }
     };
+    let before = probe();
 
     let best = kernels();
     let isas: Vec<&Kernels> = Isa::available()
@@ -829,16 +840,19 @@ fn main() {
         g.finish();
     }
 
+    // Probed again: a limit measured while other work ran would make every fraction too high.
+    let after = probe();
     c.final_summary();
     if listing {
         return;
     }
 
-    print_limits(&limits);
+    let drift = print_limits(&before, &after);
+    let limits = [0, 1].map(|t| before[t].better(&after[t]));
     let by_threads = |t: usize| rows.iter().filter(|r| r.threads == t).collect::<Vec<_>>();
     print_table(
         &format!(
-            "Kernels at 1 thread (best ISA: {}; measured = median of {SAMPLES} samples, limit = best probe)",
+            "Kernels at 1 thread (ISA of `kernels()`: {}; measured = median of {SAMPLES} samples, limit = best probe)",
             best.isa.name()
         ),
         &by_threads(1),
@@ -849,6 +863,12 @@ fn main() {
         &by_threads(2),
         &limits,
     );
+    if drift > 0.1 {
+        println!(
+            "\nwarning: a limit moved by {:.0} % between the probes: the machine was busy, rerun",
+            100.0 * drift
+        );
+    }
     if quick {
         println!("\n(--test: short probes, one call per kernel; the figures mean nothing)");
     }

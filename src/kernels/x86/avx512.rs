@@ -68,51 +68,129 @@ pub(super) fn gemm_q8(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out) {
         // SAFETY: as above; rows i0.. of x exist (asserted).
         unsafe {
             match m - i0 {
-                1 => q8_gemv::<1>(x, i0, w, ws, y),
-                2 => q8_gemv::<2>(x, i0, w, ws, y),
-                3 => q8_gemv::<3>(x, i0, w, ws, y),
-                _ => q8_gemv::<4>(x, i0, w, ws, y),
+                1 => q8_gemv_one(x, i0, w, ws, y),
+                2 => q8_gemv::<2, 4>(x, i0, w, ws, y),
+                3 => q8_gemv::<3, 4>(x, i0, w, ws, y),
+                _ => q8_gemv::<4, 4>(x, i0, w, ws, y),
             }
         }
         i0 += 4;
     }
 }
 
-/// How far ahead (bytes) the int8 GEMV prefetches each weight row: 2 KiB measured best here
-/// (36 GB/s against 32 GB/s at 256 B and 29 GB/s at 4 KiB, 8192×8192 weights, 1 thread).
+/// Sequential weight streams when decoding one sequence: 3 measured best here (42 GB/s on
+/// 4 × 64 MiB of weights, cycled so none stays in L3; 2 streams: 40, 4: 39, 6 and 8: 33-35).
+const Q8_STREAMS: usize = 3;
+
+/// How far ahead (bytes) the int8 GEMV prefetches each weight stream: 2 KiB measured best here
+/// (with 3 streams: 42.5 GB/s; 4 KiB: 42.4; 8 KiB: 40; with 4 streams 512 B: 31, 2 KiB: 39).
 const PREFETCH: usize = 2048;
+
+/// One activation row (decoding one sequence): the matrix is cut into `S` contiguous bands of
+/// rows and one row of each band is processed at a time, so the weights are read as `S` long
+/// sequential streams — what the hardware prefetchers follow best.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_gemv_one(x: &QActs, i0: usize, w: &[i8], ws: &[f32], y: &mut Out) {
+    const S: usize = Q8_STREAMS;
+    let (k, n) = (x.k, y.cols());
+    let flip = _mm512_set1_epi8(-128);
+    let ones = _mm512_set1_epi8(1);
+    let full = k / 64;
+    let tail = mask64(k % 64);
+    let xp = x.q[i0 * k..].as_ptr();
+    let xs = x.scales[i0];
+    let band = n / S;
+    let mut dots = [0i32; S];
+    for j in 0..band {
+        let wp: [*const i8; S] = std::array::from_fn(|s| w[(s * band + j) * k..].as_ptr());
+        let mut acc = [_mm512_setzero_si512(); S];
+        let mut sw = [_mm512_setzero_si512(); S];
+        // SAFETY: all loads stay inside the weight rows and activation row i0 (masked at the tail);
+        // prefetches never fault.
+        unsafe {
+            for c in 0..full {
+                let off = c * 64;
+                let xu = _mm512_xor_si512(_mm512_loadu_si512(xp.add(off).cast()), flip);
+                for t in 0..S {
+                    _mm_prefetch::<_MM_HINT_T0>(wp[t].wrapping_add(off + PREFETCH).cast());
+                    let wv = _mm512_loadu_si512(wp[t].add(off).cast());
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], xu, wv);
+                    sw[t] = _mm512_dpbusd_epi32(sw[t], ones, wv);
+                }
+            }
+            if tail != 0 {
+                let off = full * 64;
+                let xu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, xp.add(off)), flip);
+                for t in 0..S {
+                    let wv = _mm512_maskz_loadu_epi8(tail, wp[t].add(off));
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], xu, wv);
+                    sw[t] = _mm512_dpbusd_epi32(sw[t], ones, wv);
+                }
+            }
+        }
+        for t in 0..S {
+            dots[t] = _mm512_reduce_add_epi32(acc[t])
+                .wrapping_sub(_mm512_reduce_add_epi32(sw[t]).wrapping_mul(128));
+        }
+        let out = y.row(i0);
+        for (t, &d) in dots.iter().enumerate() {
+            let r = t * band + j;
+            out[r] = d as f32 * (xs * ws[r]);
+        }
+    }
+    // Rows left over when n is not a multiple of S.
+    let done = band * S;
+    if done < n {
+        let rest = n - done;
+        let mut part = Out::new(&mut y.row(i0)[done..], 1, rest);
+        let sub = QActs {
+            q: &x.q[i0 * k..(i0 + 1) * k],
+            scales: &x.scales[i0..i0 + 1],
+            m: 1,
+            k,
+        };
+        // SAFETY: same features as this function.
+        unsafe { q8_gemv::<1, 4>(&sub, 0, &w[done * k..], &ws[done..], &mut part) };
+    }
+}
 
 /// Decoding: streams the weights once, 4 rows at a time, against `M` (≤ 4) activation rows
 /// starting at `i0`. Activations become unsigned (`x ⊕ 0x80 = x + 128`) and `128 · Σw` is
 /// subtracted; `Σw` comes from a second `vpdpbusd` against ones.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_gemv<const M: usize>(x: &QActs, i0: usize, w: &[i8], ws: &[f32], y: &mut Out) {
+unsafe fn q8_gemv<const M: usize, const R: usize>(
+    x: &QActs,
+    i0: usize,
+    w: &[i8],
+    ws: &[f32],
+    y: &mut Out,
+) {
     let (k, n) = (x.k, y.cols());
     let flip = _mm512_set1_epi8(-128);
     let ones = _mm512_set1_epi8(1);
     let chunks = k.div_ceil(64);
     let tail = mask64(k - (chunks - 1) * 64);
     let xp = x.q[i0 * k..].as_ptr();
-    let mut results = [[0i32; 4]; M];
+    let mut results = [[0i32; R]; M];
     let mut j = 0;
     while j < n {
-        let rows = (n - j).min(4);
+        let rows = (n - j).min(R);
         // Missing rows of a last partial block repeat the block's first row (results unused).
-        let wp: [*const i8; 4] =
+        let wp: [*const i8; R] =
             std::array::from_fn(|r| w[(j + if r < rows { r } else { 0 }) * k..].as_ptr());
-        let mut acc = [[_mm512_setzero_si512(); 4]; M];
-        let mut sw = [_mm512_setzero_si512(); 4];
+        let mut acc = [[_mm512_setzero_si512(); R]; M];
+        let mut sw = [_mm512_setzero_si512(); R];
         let full = k / 64;
         // One step over 64 columns; `load` reads 64 bytes of weights or activations.
         macro_rules! step {
             ($off:expr, $load:expr) => {{
-                let wv: [__m512i; 4] = std::array::from_fn(|r| $load(wp[r].wrapping_add($off)));
-                for r in 0..4 {
+                let wv: [__m512i; R] = std::array::from_fn(|r| $load(wp[r].wrapping_add($off)));
+                for r in 0..R {
                     sw[r] = _mm512_dpbusd_epi32(sw[r], ones, wv[r]);
                 }
                 for (ii, a) in acc.iter_mut().enumerate() {
                     let xu = _mm512_xor_si512($load(xp.wrapping_add(ii * k + $off)), flip);
-                    for r in 0..4 {
+                    for r in 0..R {
                         a[r] = _mm512_dpbusd_epi32(a[r], xu, wv[r]);
                     }
                 }

@@ -11,6 +11,8 @@ pub mod format;
 pub mod kernels;
 pub mod model;
 pub mod tensor;
+#[cfg(feature = "tokenizer")]
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use format::{Arch, Config, QuillFile, Writer};

@@ -1,0 +1,184 @@
+//! The tokenizer stored in the model file: Hugging Face `tokenizer.json` semantics, run by the
+//! `tokenizers` crate itself (pure Rust build), so ids are exactly the model authors' ids.
+//!
+//! - [`Tokenizer`]: text → ids (with the model's post-processor: `</s>`, `<s>`, ...) and back.
+//! - [`Detokenizer`]: incremental decoding for streaming: each new id yields the text it adds,
+//!   never half a UTF-8 character, with Metaspace / byte-level spaces and byte-fallback pieces
+//!   right. The pieces of a sequence concatenate to its full decode.
+//! - [`sentencepiece`]: import of SentencePiece `.model` files (Unigram and BPE, byte fallback).
+//!
+//! Try it: `quill run model.quill "Open the file"`.
+
+pub mod sentencepiece;
+
+use crate::error::{Error, Result};
+
+/// A tokenizer: encode text, decode ids.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    vocab_size: usize,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer({} ids)", self.vocab_size)
+    }
+}
+
+fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("{what}: {e}"))
+}
+
+impl Tokenizer {
+    /// Parses a `tokenizer.json`.
+    pub fn from_json(json: &str) -> Result<Tokenizer> {
+        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
+            Error::bad_meta(
+                "quill.tokenizer",
+                format!("not a valid tokenizer.json: {e}"),
+            )
+        })?;
+        Ok(Self::wrap(inner))
+    }
+
+    pub(crate) fn wrap(inner: tokenizers::Tokenizer) -> Tokenizer {
+        let vocab_size = inner.get_vocab_size(true);
+        Tokenizer { inner, vocab_size }
+    }
+
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| tk_err("serializing the tokenizer", e))
+    }
+
+    /// Number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Text → ids. `add_special_tokens` applies the post-processor (e.g. T5's `</s>`, Llama's
+    /// `<s>`).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| tk_err("encoding", e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Bytes → ids; an error if the bytes are not UTF-8.
+    pub fn encode_bytes(&self, text: &[u8], add_special_tokens: bool) -> Result<Vec<u32>> {
+        let text = std::str::from_utf8(text)
+            .map_err(|e| Error::InvalidArgument(format!("input text is not valid UTF-8: {e}")))?;
+        self.encode(text, add_special_tokens)
+    }
+
+    /// Ids → text. `skip_special_tokens` drops special tokens (`<s>`, `</s>`, `<pad>`, ...).
+    /// An id outside the vocabulary is an error.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.check_ids(ids)?;
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| tk_err("decoding", e))
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            Some(bad) => Err(Error::InvalidArgument(format!(
+                "token id {bad} is not below the tokenizer's vocabulary size {}",
+                self.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The id of a token string (special tokens included).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The token string of an id.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// A streaming decoder for one sequence.
+    pub fn detokenizer(&self, skip_special_tokens: bool) -> Detokenizer<'_> {
+        Detokenizer {
+            tok: self,
+            skip: skip_special_tokens,
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
+            emitted: 0,
+        }
+    }
+}
+
+/// Incremental decoding of one sequence.
+///
+/// Each [`Detokenizer::push`] decodes a short window of the latest ids twice — up to the last
+/// emitted id, and up to the new one — and emits the difference, once it no longer ends in an
+/// incomplete character (U+FFFD from a partial byte sequence). Decoding from a window start, not
+/// from one id alone, keeps the decoder's context: Metaspace's leading space, byte-level pieces,
+/// byte-fallback runs that only together form a character.
+pub struct Detokenizer<'t> {
+    tok: &'t Tokenizer,
+    skip: bool,
+    ids: Vec<u32>,
+    /// Start of the decoding window.
+    prefix: usize,
+    /// End of what has been emitted, as an index into `ids`.
+    read: usize,
+    /// Bytes of text emitted so far.
+    emitted: usize,
+}
+
+impl Detokenizer<'_> {
+    /// Adds one id; returns the text it completes (possibly empty, when it only starts a
+    /// character or is a skipped special token).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.tok.check_ids(&[id])?;
+        self.ids.push(id);
+        let window = &self.ids[self.prefix..];
+        let before = self
+            .tok
+            .inner
+            .decode(&window[..self.read - self.prefix], self.skip)
+            .map_err(|e| tk_err("decoding", e))?;
+        let after = self
+            .tok
+            .inner
+            .decode(window, self.skip)
+            .map_err(|e| tk_err("decoding", e))?;
+        if after.len() > before.len() && after.starts_with(&before) && !after.ends_with('\u{FFFD}')
+        {
+            let piece = after[before.len()..].to_string();
+            // Keep a little context (the last emitted id) for the next window.
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            self.emitted += piece.len();
+            Ok(piece)
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Everything not yet emitted (call at the end of the sequence): the rest of the full
+    /// decode, so that the pieces always add up to `decode(ids)`.
+    pub fn finish(&mut self) -> Result<String> {
+        let full = self.tok.decode(&self.ids, self.skip)?;
+        let rest = full.get(self.emitted..).unwrap_or("").to_string();
+        self.emitted = full.len();
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        Ok(rest)
+    }
+
+    /// The ids pushed so far.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+}

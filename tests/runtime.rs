@@ -238,3 +238,47 @@ fn quantized_models_stay_close_to_f32() {
         }
     }
 }
+
+#[cfg(feature = "tokenizer")]
+#[test]
+fn text_in_text_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert("marian", None, dir.path());
+    let g = golden("marian");
+    let tok = model.tokenizer().unwrap();
+    // The fixture's word-level vocabulary spells id n as "wn".
+    let input = ids(&g["input_ids"]);
+    let text: Vec<String> = input.iter().map(|i| tok.id_to_token(*i).unwrap()).collect();
+    let text = text.join(" ");
+    assert_eq!(tok.encode(&text, true).unwrap(), input);
+    let mut s = session(&model);
+    let out = s.generate_text(&[&text], 24).unwrap();
+    let expect: Vec<u32> = ids(&g["output_ids"])[1..]
+        .iter()
+        .copied()
+        .filter(|&i| i != 0)
+        .collect();
+    assert_eq!(out[0], tok.decode(&expect, true).unwrap());
+}
+
+#[cfg(feature = "tokenizer")]
+#[test]
+fn a_model_without_tokenizer_still_runs_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("gpt2");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(fixture("gpt2").join(f), src.join(f)).unwrap();
+    }
+    let out = dir.path().join("gpt2.quill");
+    convert_hf(&src, &out, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    let model = Model::open(&out, &OpenOptions::default()).unwrap();
+    let err = model.tokenizer().unwrap_err().to_string();
+    assert!(err.contains("no tokenizer"), "{err}");
+    let mut s = session(&model);
+    assert!(s.generate_text(&["hello"], 4).is_err());
+    assert_eq!(
+        s.generate_greedy(&[&[5, 6, 7]], 4, &[]).unwrap()[0].len(),
+        4
+    );
+}

@@ -822,12 +822,7 @@ pub fn convert_hf(
             .collect();
         w.set_metadata(keys::GENERATION, Value::Object(keep).to_string());
     }
-    let tok = dir.join("tokenizer.json");
-    let tokenizer = if tok.exists() {
-        Some(std::fs::read_to_string(&tok).map_err(|e| Error::io(tok.display().to_string(), e))?)
-    } else {
-        None
-    };
+    let tokenizer = find_tokenizer(dir, &model_type)?;
     if let Some(t) = &tokenizer {
         w.set_tokenizer(t)?;
     }
@@ -871,6 +866,30 @@ pub fn convert_hf(
         tensors: total,
         quantization: reports,
     })
+}
+
+/// `tokenizer.json` when the checkpoint has one; else a SentencePiece model imported (T5:
+/// `spiece.model`, appending `</s>`; Llama family: `tokenizer.model`, prepending `<s>`).
+/// Marian's pair of `.spm` models with a shared `vocab.json` is not imported yet.
+fn find_tokenizer(dir: &Path, model_type: &str) -> Result<Option<String>> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p.display().to_string(), e));
+    let json = dir.join("tokenizer.json");
+    if json.exists() {
+        return String::from_utf8(read(&json)?)
+            .map(Some)
+            .map_err(|_| Error::bad_meta("tokenizer.json", "not UTF-8"));
+    }
+    #[cfg(feature = "tokenizer")]
+    for file in ["spiece.model", "tokenizer.model"] {
+        let p = dir.join(file);
+        if p.exists() {
+            let t5 = model_type == "t5";
+            let sp = crate::tokenizer::sentencepiece::SpModel::parse(&read(&p)?)?;
+            return sp.to_tokenizer_json(!t5, t5).map(Some);
+        }
+    }
+    let _ = model_type;
+    Ok(None)
 }
 
 fn apply(op: &Op, name: &str, shape: &[usize], vals: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>)> {

@@ -16,6 +16,8 @@ pub use session::{Limits, Session};
 use crate::error::{Error, Result};
 use crate::format::{Arch, Config, QuillFile};
 use crate::kernels::{Kernels, Pool, kernels};
+#[cfg(feature = "tokenizer")]
+use crate::tokenizer::Tokenizer;
 use weights::TransformerWeights;
 
 /// How to open a model.
@@ -28,6 +30,9 @@ pub struct OpenOptions {
 }
 
 pub(crate) struct ModelInner {
+    /// Parsed on first use (text in or out), so opening stays O(header).
+    #[cfg(feature = "tokenizer")]
+    pub tokenizers: [std::sync::OnceLock<std::result::Result<Tokenizer, String>>; 2],
     pub file: QuillFile,
     pub arch: Arch,
     pub config: Config,
@@ -79,6 +84,8 @@ impl Model {
         let pool = Pool::new(options.threads)?;
         Ok(Model {
             inner: Arc::new(ModelInner {
+                #[cfg(feature = "tokenizer")]
+                tokenizers: Default::default(),
                 file,
                 arch,
                 config,
@@ -105,6 +112,51 @@ impl Model {
     /// Worker threads in use.
     pub fn threads(&self) -> usize {
         self.inner.pool.threads()
+    }
+
+    /// The tokenizer stored in the file (the source side, for seq2seq models with two).
+    #[cfg(feature = "tokenizer")]
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer_at(0)
+    }
+
+    /// The tokenizer of generated text: the file's target tokenizer when it has one, else the
+    /// same as [`Model::tokenizer`].
+    #[cfg(feature = "tokenizer")]
+    pub fn target_tokenizer(&self) -> Result<&Tokenizer> {
+        if self.inner.file.target_tokenizer_json().is_some() {
+            self.tokenizer_at(1)
+        } else {
+            self.tokenizer_at(0)
+        }
+    }
+
+    #[cfg(feature = "tokenizer")]
+    fn tokenizer_at(&self, which: usize) -> Result<&Tokenizer> {
+        let file = &self.inner.file;
+        let parsed = self.inner.tokenizers[which].get_or_init(|| {
+            let json = if which == 0 { file.tokenizer_json() } else { file.target_tokenizer_json() };
+            let json = json.ok_or_else(|| {
+                "this model file has no tokenizer: give token ids instead of text, or convert the model again with its tokenizer.json or SentencePiece model".to_string()
+            })?;
+            Tokenizer::from_json(json).map_err(|e| e.to_string())
+        });
+        parsed
+            .as_ref()
+            .map_err(|e| Error::InvalidArgument(e.clone()))
+    }
+
+    /// The ids generation treats as control tokens, never shown as text: end of sequence,
+    /// padding, start of sequence, decoder start.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let c = &self.inner.config;
+        let mut v = c.eos_ids.clone();
+        v.extend(
+            [c.pad_id, c.bos_id, c.decoder_start_id]
+                .into_iter()
+                .flatten(),
+        );
+        v
     }
 
     /// The kernel level in use.

@@ -473,6 +473,33 @@ impl Session {
         Ok(out)
     }
 
+    /// Greedy generation from text: each input is tokenized with the model's tokenizer
+    /// (special tokens added as the tokenizer's post-processor says), and the generated ids are
+    /// decoded with the target tokenizer, control ids removed.
+    #[cfg(feature = "tokenizer")]
+    pub fn generate_text(&mut self, texts: &[&str], max_new_tokens: usize) -> Result<Vec<String>> {
+        let model = self.model.clone();
+        let tok = model.tokenizer()?;
+        let inputs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| tok.encode(t, true))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&[u32]> = inputs.iter().map(|v| v.as_slice()).collect();
+        let out = self.generate_greedy(&refs, max_new_tokens, &[])?;
+        let special = model.special_ids();
+        let target = model.target_tokenizer()?;
+        out.iter()
+            .map(|ids| {
+                let ids: Vec<u32> = ids
+                    .iter()
+                    .copied()
+                    .filter(|i| !special.contains(i))
+                    .collect();
+                target.decode(&ids, true)
+            })
+            .collect()
+    }
+
     /// Final norm, scale, output projection for the rows named by `self.groups` (one each).
     fn compute_logits(&mut self, m: &ModelInner) {
         let c = &m.config;

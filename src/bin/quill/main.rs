@@ -28,12 +28,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate with a model: token ids in, token ids out (greedy).
+    /// Generate with a model (greedy): text in, text out; or token ids in and out with --ids.
     Run {
         model: PathBuf,
-        /// Input token ids, comma-separated (source sentence or prompt).
-        #[arg(long, value_delimiter = ',', required = true)]
-        ids: Vec<u32>,
+        /// Input texts (each one a source sentence or prompt).
+        #[arg(required_unless_present = "ids", conflicts_with = "ids")]
+        text: Vec<String>,
+        /// Input token ids instead of text, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ids: Option<Vec<u32>>,
         /// Most tokens to generate.
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
@@ -105,10 +108,39 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "tokenizer")]
+fn run_text(m: &Model, text: &[String], max_new_tokens: usize) -> quill::Result<()> {
+    let tok = m.tokenizer()?;
+    let longest = text
+        .iter()
+        .map(|t| tok.encode(t, true).map(|v| v.len()))
+        .collect::<quill::Result<Vec<_>>>()?;
+    let limits = Limits {
+        max_batch: text.len(),
+        max_input_len: longest.into_iter().max().unwrap_or(1).max(1),
+        max_new_tokens,
+        beams: 1,
+    };
+    let mut s = Session::new(m, limits)?;
+    let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+    for out in s.generate_text(&refs, max_new_tokens)? {
+        println!("{out}");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "tokenizer"))]
+fn run_text(_: &Model, _: &[String], _: usize) -> quill::Result<()> {
+    Err(quill::Error::InvalidArgument(
+        "this build has no tokenizer (feature `tokenizer`): use --ids".into(),
+    ))
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Run {
             model,
+            text,
             ids,
             max_new_tokens,
             threads,
@@ -120,22 +152,27 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     ..Default::default()
                 },
             )?;
-            let limits = Limits {
-                max_batch: 1,
-                max_input_len: ids.len(),
-                max_new_tokens,
-                beams: 1,
-            };
-            let mut s = Session::new(&m, limits)?;
-            let out = s.generate_greedy(&[&ids], max_new_tokens, &[])?;
-            println!(
-                "{}",
-                out[0]
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
+            match ids {
+                Some(ids) => {
+                    let limits = Limits {
+                        max_batch: 1,
+                        max_input_len: ids.len().max(1),
+                        max_new_tokens,
+                        beams: 1,
+                    };
+                    let mut s = Session::new(&m, limits)?;
+                    let out = s.generate_greedy(&[&ids], max_new_tokens, &[])?;
+                    println!(
+                        "{}",
+                        out[0]
+                            .iter()
+                            .map(|t| t.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                }
+                None => run_text(&m, &text, max_new_tokens)?,
+            }
         }
         Command::Convert {
             hf_dir,

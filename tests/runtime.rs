@@ -185,6 +185,11 @@ fn mbart_matches_transformers() {
 }
 
 #[test]
+fn m2m100_matches_transformers() {
+    check_parity("m2m100");
+}
+
+#[test]
 fn qwen2_matches_transformers() {
     check_parity("qwen2");
 }

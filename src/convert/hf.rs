@@ -2,8 +2,8 @@
 //! `generation_config.json`, `tokenizer.json`) into a `.quill` file with quill's canonical names
 //! (`docs/architectures.md`).
 //!
-//! Supported `model_type`s: `marian`, `bart`, `mbart`, `t5` (v1.0 and v1.1 / flan), `gpt2`,
-//! `llama`, `mistral`, `qwen2`. A configuration quill cannot run exactly is refused with a message
+//! Supported `model_type`s: `marian`, `bart`, `mbart`, `m2m_100` (M2M100, NLLB), `t5` (v1.0
+//! and v1.1 / flan), `gpt2`, `llama`, `mistral`, `qwen2`. A configuration quill cannot run exactly is refused with a message
 //! naming the field and its value. Try it: `quill convert ./opus-mt-en-de out.quill --quantize int8`.
 
 use std::collections::BTreeMap;
@@ -292,7 +292,7 @@ fn bart_family(hf: &Hf, src: &Sources, model_type: &str) -> Result<(Arch, Config
         hf.str("activation_function").unwrap_or("gelu"),
     )?;
     c.scale_embedding = hf.opt_bool("scale_embedding")?.unwrap_or(false);
-    c.pre_norm = model_type == "mbart";
+    c.pre_norm = matches!(model_type, "mbart" | "m2m_100");
     c.eos_ids = hf.ids("eos_token_id")?;
     c.bos_id = hf.id("bos_token_id")?;
     c.pad_id = hf.id("pad_token_id")?;
@@ -314,9 +314,20 @@ fn bart_family(hf: &Hf, src: &Sources, model_type: &str) -> Result<(Arch, Config
         plan(&mut p, "embed.weight", shared, Op::Copy);
     }
     if model_type == "marian" {
-        // Marian's sinusoids are not stored in the checkpoint: quill writes the table.
+        // Marian's sinusoids are not stored in the checkpoint: quill computes them at load.
         c.positions = Positions::Sinusoidal;
         c.max_positions = max_pos;
+    } else if model_type == "m2m_100" {
+        // fairseq's sinusoids (another formula than Marian's) are not stored either: the
+        // converter writes the table, read from row 2 on as M2M100 does (padding_idx + 1).
+        c.positions = Positions::Learned;
+        c.position_offset = 2;
+        c.max_positions = max_pos;
+        p.push(Planned {
+            name: "pos.weight".into(),
+            source: FAIRSEQ_SINUSOIDS.into(),
+            op: Op::Copy,
+        });
     } else {
         c.positions = Positions::Learned;
         c.position_offset = 2;
@@ -771,7 +782,7 @@ pub fn convert_hf(
         .to_string();
     let src = Sources::open(dir)?;
     let (arch, mut config, plan) = match model_type.as_str() {
-        "marian" | "bart" | "mbart" => bart_family(&hf, &src, &model_type)?,
+        "marian" | "bart" | "mbart" | "m2m_100" => bart_family(&hf, &src, &model_type)?,
         "t5" => t5(&hf, &src)?,
         "gpt2" => gpt2(&hf, &src)?,
         "llama" | "mistral" | "qwen2" => llama(&hf, &src)?,
@@ -779,7 +790,7 @@ pub fn convert_hf(
             return Err(Error::bad_config(
                 "model_type",
                 format!(
-                    "\"{other}\" is not supported (marian, bart, mbart, t5, gpt2, llama, mistral, qwen2)"
+                    "\"{other}\" is not supported (marian, bart, mbart, m2m_100, t5, gpt2, llama, mistral, qwen2)"
                 ),
             ));
         }
@@ -829,7 +840,16 @@ pub fn convert_hf(
     let mut reports = Vec::new();
     let total = plan.len();
     for (done, t) in plan.iter().enumerate() {
-        let (dtype, shape, vals) = src.load(&t.source)?;
+        let (dtype, shape, vals) = if t.source == FAIRSEQ_SINUSOIDS {
+            let rows = config.max_positions + config.position_offset;
+            (
+                DType::F32,
+                vec![rows, config.d_model],
+                fairseq_sinusoids(rows, config.d_model, 1),
+            )
+        } else {
+            src.load(&t.source)?
+        };
         let (shape, vals) = apply(&t.op, &t.source, &shape, vals)?;
         let is_matrix = shape.len() == 2 && !keep_float(&t.name);
         match (options.quantize, is_matrix) {
@@ -866,6 +886,29 @@ pub fn convert_hf(
         tensors: total,
         quantization: reports,
     })
+}
+
+/// Source name standing for the computed fairseq position table (M2M100, NLLB).
+const FAIRSEQ_SINUSOIDS: &str = "<fairseq sinusoids>";
+
+/// fairseq's sinusoidal positions (M2M100, NLLB): `[rows, d]`, row `p`: `sin(p·f_i)` for
+/// `i < d/2`, then `cos(p·f_i)`, with `f_i = exp(−i · ln(10000) / (d/2 − 1))`; the padding row
+/// is zero. Computed in f64.
+fn fairseq_sinusoids(rows: usize, d: usize, padding_idx: usize) -> Vec<f32> {
+    let half = d / 2;
+    let step = (10000f64).ln() / (half as f64 - 1.0).max(1.0);
+    let mut t = vec![0f32; rows * d];
+    for p in 0..rows {
+        if p == padding_idx {
+            continue;
+        }
+        for i in 0..half {
+            let a = p as f64 * (-(i as f64) * step).exp();
+            t[p * d + i] = a.sin() as f32;
+            t[p * d + half + i] = a.cos() as f32;
+        }
+    }
+    t
 }
 
 /// `tokenizer.json` when the checkpoint has one; else a SentencePiece model imported (T5:

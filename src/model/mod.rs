@@ -1,7 +1,7 @@
 //! Running models: an immutable [`Model`] (the validated file, its weights and a worker pool) and
 //! per-user [`Session`]s holding all mutable state (KV cache, scratch).
 //!
-//! Architectures: Transformer encoder-decoder (`seq2seq`: Marian, BART, mBART, T5) and decoder-only
+//! Architectures: Transformer encoder-decoder (`seq2seq`: Marian, BART, mBART, M2M100/NLLB, T5) and decoder-only
 //! (`decoder-only`: GPT-2, Llama, Qwen2, Mistral), built from one [`Config`]; the weight names are
 //! in `docs/architectures.md`. Try it: `quill run model.quill --ids 5,17,42`.
 

@@ -27,6 +27,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    M2M100Config,
+    M2M100ForConditionalGeneration,
     MBartConfig,
     MBartForConditionalGeneration,
     MistralConfig,
@@ -212,6 +214,32 @@ def extra():
         )
         toks = make_vocab({0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>"}, V)
         finish(m, "mbart", toks,
+               dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
+               src_ids(2, n=11))
+
+    if wanted("m2m100"):
+        # ---- M2M100 / NLLB: pre-norm, fairseq sinusoidal positions (offset 2, not stored in the
+        # checkpoint), scale_embedding, ReLU, final encoder/decoder norms. bos=0, pad=1, eos=2.
+        torch.manual_seed(SEED)
+        cfg = M2M100Config(
+            vocab_size=V, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+            max_position_embeddings=256, bos_token_id=0, pad_token_id=1, eos_token_id=2,
+            decoder_start_token_id=2, forced_bos_token_id=None, init_std=0.1, scale_embedding=True,
+            activation_function="relu",
+        )
+        m = M2M100ForConditionalGeneration(cfg)
+        with torch.no_grad():
+            m.model.shared.weight.normal_(0, 0.02)
+            m.model.shared.weight[1].zero_()
+            m.model.shared.weight[2].zero_()
+            m.model.decoder.layer_norm.weight.mul_(4)
+            m.model.decoder.layer_norm.bias.mul_(4)
+        m.generation_config = GenerationConfig(
+            decoder_start_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+        )
+        toks = make_vocab({0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>"}, V)
+        finish(m, "m2m100", toks,
                dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
                src_ids(2, n=11))
 

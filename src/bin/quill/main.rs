@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
-    /// Import a Hugging Face checkpoint folder (Marian, BART, mBART, T5, GPT-2, Llama, Mistral, Qwen2).
+    /// Import a Hugging Face checkpoint folder (Marian, BART, mBART, M2M100/NLLB, T5, GPT-2, Llama, Mistral, Qwen2).
     Convert {
         hf_dir: PathBuf,
         output: PathBuf,

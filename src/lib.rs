@@ -5,6 +5,7 @@
 //! [`ffi`] exposes the stable C API declared in `include/quill.h`.
 
 pub mod convert;
+pub mod decode;
 pub mod error;
 pub mod ffi;
 pub mod format;

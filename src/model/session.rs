@@ -81,13 +81,16 @@ pub struct Session {
     dec_len: usize,
     /// Active sequences (slots 0..n).
     n: usize,
+    /// Source length of each input (seq2seq).
     src_len: Vec<usize>,
+    /// The input each cache slot belongs to (beams of one input share its cross-attention K/V).
+    input_of: Vec<usize>,
     /// Tokens in each slot's decoder cache.
     dec_pos: Vec<usize>,
     /// `[layers][slots][kv_heads][dec_len][head_dim]`
     self_k: Vec<f32>,
     self_v: Vec<f32>,
-    /// `[layers][slots][kv_heads][max_input_len][head_dim]`
+    /// `[layers][max_batch][kv_heads][max_input_len][head_dim]`, one per input
     cross_k: Vec<f32>,
     cross_v: Vec<f32>,
     buf: Buffers,
@@ -228,7 +231,8 @@ impl Session {
             slots,
             dec_len,
             n: 0,
-            src_len: vec![0; slots],
+            src_len: vec![0; max_batch],
+            input_of: vec![0; slots],
             dec_pos: vec![0; slots],
             self_k: zeros(cache),
             self_v: zeros(cache),
@@ -264,6 +268,19 @@ impl Session {
     /// prompts into the cache, after which [`Session::logits`] holds each prompt's next-token
     /// logits.
     pub fn start(&mut self, inputs: &[&[u32]]) -> Result<()> {
+        self.start_beams(inputs, 1)
+    }
+
+    /// [`Session::start`] with `beams` cache slots per input: input `i` owns slots
+    /// `i·beams .. (i+1)·beams`, all holding its prompt (decoder-only) and reading its encoder
+    /// output (seq2seq). Logits after a decoder-only start: one row per input.
+    pub(crate) fn start_beams(&mut self, inputs: &[&[u32]], beams: usize) -> Result<()> {
+        if beams == 0 || beams > self.limits.beams {
+            return Err(Error::InvalidArgument(format!(
+                "{beams} beams: this session was created for at most {}",
+                self.limits.beams
+            )));
+        }
         let model = self.model.inner.clone();
         let m = &*model;
         let c = &m.config;
@@ -279,17 +296,18 @@ impl Session {
         self.groups.clear();
         self.tokens.clear();
         let mut row = 0;
-        for (slot, ids) in inputs.iter().enumerate() {
+        for (input, ids) in inputs.iter().enumerate() {
+            let slot = input * beams;
             if ids.is_empty() || ids.len() > self.limits.max_input_len {
                 return Err(Error::InvalidArgument(format!(
-                    "input {slot} has {} tokens: this session takes 1 to {}",
+                    "input {input} has {} tokens: this session takes 1 to {}",
                     ids.len(),
                     self.limits.max_input_len
                 )));
             }
             if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
                 return Err(Error::InvalidArgument(format!(
-                    "token id {bad} in input {slot} is not below the vocabulary size {}",
+                    "token id {bad} in input {input} is not below the vocabulary size {}",
                     c.vocab_size
                 )));
             }
@@ -303,7 +321,10 @@ impl Session {
             row += ids.len();
         }
         self.n = inputs.len();
-        self.dec_pos[..self.n].fill(0);
+        self.dec_pos[..self.n * beams].fill(0);
+        for (slot, input) in self.input_of[..self.n * beams].iter_mut().enumerate() {
+            *input = slot / beams;
+        }
         match m.arch {
             Arch::Seq2Seq => {
                 let enc = m.weights.encoder.as_ref().expect("seq2seq has an encoder");
@@ -320,8 +341,8 @@ impl Session {
                     );
                 }
                 self.buf.enc[..row * d].copy_from_slice(&self.buf.x[..row * d]);
-                for g in &self.groups {
-                    self.src_len[g.slot] = g.len;
+                for (input, g) in self.groups.iter().enumerate() {
+                    self.src_len[input] = g.len;
                 }
                 self.fill_cross_cache(m, row);
             }
@@ -334,9 +355,60 @@ impl Session {
                     g.len = 1;
                 }
                 self.compute_logits(m);
+                for i in 0..self.n {
+                    for b in 1..beams {
+                        self.copy_slot(i * beams, i * beams + b);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Makes slot `to` a copy of slot `from`: its decoder cache up to the current position
+    /// (beam search: a hypothesis continued by more than one child).
+    pub(crate) fn copy_slot(&mut self, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        let c = &self.model.inner.config;
+        let (hd, kv, layers) = (c.head_dim(), c.kv_heads(), c.decoder_layers);
+        let len = self.dec_pos[from] * hd;
+        for l in 0..layers {
+            for h in 0..kv {
+                let at = |slot: usize| (((l * self.slots + slot) * kv + h) * self.dec_len) * hd;
+                let (src, dst) = (at(from), at(to));
+                self.self_k.copy_within(src..src + len, dst);
+                self.self_v.copy_within(src..src + len, dst);
+            }
+        }
+        self.dec_pos[to] = self.dec_pos[from];
+        self.input_of[to] = self.input_of[from];
+    }
+
+    /// One decoder step for the given slots (one token each); logits rows follow `slots`.
+    pub(crate) fn step_slots(&mut self, slots: &[usize], tokens: &[u32]) -> Result<()> {
+        if slots.len() != tokens.len() || slots.iter().any(|&s| s >= self.slots) {
+            return Err(Error::InvalidArgument(
+                "slots and tokens do not match".into(),
+            ));
+        }
+        self.groups.clear();
+        for (r, &slot) in slots.iter().enumerate() {
+            self.groups.push(Group {
+                slot,
+                row0: r,
+                len: 1,
+                pos0: 0,
+            });
+        }
+        self.step_groups(tokens)
+    }
+
+    /// The logits of the last step, mutable (logits processors work in place).
+    pub(crate) fn logits_mut(&mut self) -> &mut [f32] {
+        let v = self.model.inner.config.vocab_size;
+        &mut self.buf.logits[..self.logit_rows * v]
     }
 
     /// Appends one token to every active sequence and computes the next logits
@@ -561,9 +633,9 @@ impl Session {
                 &mut b.v,
                 &mut b.acts,
             );
-            for g in &self.groups {
+            for (input, g) in self.groups.iter().enumerate() {
                 for h in 0..kv {
-                    let base = (((l * self.slots + g.slot) * kv + h) * src) * hd;
+                    let base = (((l * self.limits.max_batch + input) * kv + h) * src) * hd;
                     for t in 0..g.len {
                         let from = (g.row0 + t) * kvd + h * hd;
                         self.cross_k[base + t * hd..base + (t + 1) * hd]
@@ -780,9 +852,12 @@ impl Session {
                 linear(m, &att.q, &b.a[..rows * d], rows, &mut b.q, &mut b.acts);
                 let src = self.limits.max_input_len;
                 for g in &self.groups {
-                    let n = self.src_len[g.slot];
+                    let input = self.input_of[g.slot];
+                    let n = self.src_len[input];
                     for h in 0..heads {
-                        let base = (((l * self.slots + g.slot) * kv + h / group_size) * src) * hd;
+                        let base = (((l * self.limits.max_batch + input) * kv + h / group_size)
+                            * src)
+                            * hd;
                         let keys = Rows {
                             data: &self.cross_k[base..],
                             stride: hd,

@@ -1,0 +1,291 @@
+//! Decoding: from logits to ids, shared by every architecture.
+//!
+//! - Strategies: greedy, beam search (Hugging Face `transformers` semantics, see [`BeamOptions`]),
+//!   sampling (temperature, top-k, top-p, min-p) with a seeded generator.
+//! - Logits processors ([`GenerateOptions`]): repetition penalty, no-repeat n-grams, suppressed
+//!   tokens and sequences, minimum new tokens (end-of-sequence masked before it), forced first and
+//!   last tokens, several end-of-sequence ids.
+//! - Streaming: a callback receives each input's new tokens as soon as they are final — under
+//!   beam search, the prefix every hypothesis that can still win shares — and can stop.
+//! - Cancellation: a [`CancelHandle`] another thread can trigger; checked at every step.
+//!
+//! Try it: `quill run model.quill "Open the file" --beams 4`.
+
+mod beam;
+mod processors;
+mod rng;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Result};
+use crate::format::Arch;
+use crate::model::Session;
+pub use rng::Rng;
+
+/// How the next token is chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Strategy {
+    Greedy,
+    Beam(BeamOptions),
+    Sample(SampleOptions),
+}
+
+/// Beam search as in Hugging Face `transformers`: at each step the `2·beams` best continuations
+/// (by summed log-probability) are considered; an end-of-sequence continuation ranked among the
+/// first `beams` closes a hypothesis whose score is `sum_logprobs / generated_len^length_penalty`
+/// (generated tokens, end-of-sequence included); the search of an input ends when `beams`
+/// hypotheses are closed and no running beam can beat the worst of them (`early_stopping:
+/// false`) or as soon as they are (`true`). CTranslate2 differs: it normalizes by
+/// `length^length_penalty` only at the end and stops when the best running beam finishes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BeamOptions {
+    pub beams: usize,
+    pub length_penalty: f32,
+    pub early_stopping: bool,
+    /// Hypotheses returned per input (≤ beams).
+    pub n_best: usize,
+}
+
+impl Default for BeamOptions {
+    fn default() -> Self {
+        BeamOptions {
+            beams: 4,
+            length_penalty: 1.0,
+            early_stopping: false,
+            n_best: 1,
+        }
+    }
+}
+
+/// Sampling: logits / temperature, then top-k, top-p (nucleus) and min-p filters, in that order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleOptions {
+    /// Positive; below 1e-5 sampling becomes greedy.
+    pub temperature: f32,
+    /// 0: off.
+    pub top_k: usize,
+    /// 1.0: off.
+    pub top_p: f32,
+    /// 0.0: off.
+    pub min_p: f32,
+    pub seed: u64,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Everything that shapes a generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    pub strategy: Strategy,
+    pub max_new_tokens: usize,
+    /// End-of-sequence is masked until this many tokens were generated.
+    pub min_new_tokens: usize,
+    /// Above 1 it discourages tokens already in the sequence (CTRL-style: logits of seen tokens
+    /// are divided by it when positive, multiplied when negative). 1.0: off.
+    pub repetition_penalty: f32,
+    /// No n-gram of this size occurs twice in the generated sequence. 0: off.
+    pub no_repeat_ngram_size: usize,
+    /// Never generated.
+    pub suppress_tokens: Vec<u32>,
+    /// Sequences never generated (the last id is masked when the others were just produced).
+    pub bad_words_ids: Vec<Vec<u32>>,
+    /// The first generated token (mBART-style target language).
+    pub forced_bos_token_id: Option<u32>,
+    /// The token generated when `max_new_tokens` is reached.
+    pub forced_eos_token_id: Option<u32>,
+    /// End-of-sequence ids; empty: the model's.
+    pub eos_token_ids: Vec<u32>,
+    /// Forced start of every output (seq2seq target prefix, after the decoder start id).
+    pub prefix: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            strategy: Strategy::Greedy,
+            max_new_tokens: 256,
+            min_new_tokens: 0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            suppress_tokens: Vec::new(),
+            bad_words_ids: Vec::new(),
+            forced_bos_token_id: None,
+            forced_eos_token_id: None,
+            eos_token_ids: Vec::new(),
+            prefix: Vec::new(),
+        }
+    }
+}
+
+/// One generated sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hypothesis {
+    /// Generated ids (the prefix included, the decoder start id and the prompt not), ending with
+    /// the end-of-sequence id when one was produced.
+    pub ids: Vec<u32>,
+    /// The log-probability of each id (after logits processors).
+    pub logprobs: Vec<f32>,
+    /// Sum of log-probabilities; for beam search, divided by `len^length_penalty`.
+    pub score: f32,
+}
+
+/// The result of a generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    /// Per input, the hypotheses, best first.
+    pub outputs: Vec<Vec<Hypothesis>>,
+    /// True when a [`CancelHandle`] or the stream callback stopped the generation early; the
+    /// outputs then hold what was produced.
+    pub stopped: bool,
+}
+
+/// Lets another thread stop a session's generation (checked before every step).
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub(crate) fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What the stream callback receives: input `input` gained the final tokens `ids`.
+#[derive(Debug)]
+pub struct StreamEvent<'a> {
+    pub input: usize,
+    pub ids: &'a [u32],
+}
+
+/// Return [`Flow::Stop`] from a stream callback to end the generation cleanly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+pub(crate) type Callback<'a> = &'a mut dyn FnMut(StreamEvent) -> Flow;
+
+impl GenerateOptions {
+    fn validate(&self, vocab: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.max_new_tokens == 0 {
+            return bad("max_new_tokens must be at least 1".into());
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(format!(
+                "repetition_penalty must be > 0, found {}",
+                self.repetition_penalty
+            ));
+        }
+        let ids = self
+            .suppress_tokens
+            .iter()
+            .chain(self.bad_words_ids.iter().flatten())
+            .chain(self.forced_bos_token_id.iter())
+            .chain(self.forced_eos_token_id.iter())
+            .chain(self.eos_token_ids.iter())
+            .chain(self.prefix.iter());
+        for &id in ids {
+            if id as usize >= vocab {
+                return bad(format!(
+                    "token id {id} in the options is not below the vocabulary size {vocab}"
+                ));
+            }
+        }
+        match &self.strategy {
+            Strategy::Greedy => {}
+            Strategy::Beam(b) => {
+                if b.beams == 0 || b.n_best == 0 || b.n_best > b.beams {
+                    return bad(format!(
+                        "beams = {}, n_best = {}: need 1 ≤ n_best ≤ beams",
+                        b.beams, b.n_best
+                    ));
+                }
+                if !b.length_penalty.is_finite() {
+                    return bad("length_penalty must be finite".into());
+                }
+            }
+            Strategy::Sample(s) => {
+                if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+                    return bad(format!("temperature must be ≥ 0, found {}", s.temperature));
+                }
+                if !(s.top_p > 0.0 && s.top_p <= 1.0 && (0.0..=1.0).contains(&s.min_p)) {
+                    return bad(format!(
+                        "top_p must be in (0, 1] and min_p in [0, 1], found {} and {}",
+                        s.top_p, s.min_p
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a generation on `session` for `inputs` (source sentences or prompts, as ids).
+pub fn generate(
+    session: &mut Session,
+    inputs: &[&[u32]],
+    options: &GenerateOptions,
+    cancel: Option<&CancelHandle>,
+    callback: Option<Callback>,
+) -> Result<Generation> {
+    let model = session.model().clone();
+    let c = model.config();
+    options.validate(c.vocab_size)?;
+    let beams = match &options.strategy {
+        Strategy::Beam(b) => b.beams,
+        _ => 1,
+    };
+    if beams > session.limits().beams {
+        return Err(Error::InvalidArgument(format!(
+            "{beams} beams: the session was created for at most {}",
+            session.limits().beams
+        )));
+    }
+    let eos: Vec<u32> = if options.eos_token_ids.is_empty() {
+        c.eos_ids.clone()
+    } else {
+        options.eos_token_ids.clone()
+    };
+    let max_new = options.max_new_tokens.min(session.limits().max_new_tokens);
+    let start = if model.arch() == Arch::DecoderOnly {
+        None
+    } else {
+        c.decoder_start_id
+    };
+    let ctx = beam::Context {
+        options,
+        eos: &eos,
+        max_new,
+        decoder_start: start,
+        cancel,
+    };
+    beam::run(session, inputs, beams, &ctx, callback)
+}
+
+/// Draws one token from `logits` with the sampling options (for callers that run their own loop,
+/// and for tests of the distribution). Returns the id and its log-probability.
+pub fn sample_logits(options: &SampleOptions, logits: &[f32], rng: &mut Rng) -> (u32, f32) {
+    let mut l = logits.to_vec();
+    processors::sample(options, &mut l, rng, &mut Vec::new())
+}

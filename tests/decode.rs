@@ -1,0 +1,453 @@
+//! Decoding against `transformers` (greedy and beam-search goldens in tests/fixtures/hf, beam
+//! ones made by tests/reference/beam_goldens.py), sampling statistics, streaming, cancellation.
+
+use std::path::{Path, PathBuf};
+
+use quill::convert::hf::{ConvertOptions, convert_hf};
+use quill::decode::{
+    BeamOptions, CancelHandle, Flow, GenerateOptions, Rng, SampleOptions, Strategy, generate,
+    sample_logits,
+};
+use quill::{Limits, Model, OpenOptions, Session};
+use serde_json::Value;
+
+const MODELS: [&str; 10] = [
+    "marian", "bart", "mbart", "m2m100", "t5", "t5-gated", "gpt2", "llama", "qwen2", "mistral",
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+fn json(name: &str, file: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join(file)).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn model(name: &str, dir: &Path) -> Model {
+    let out = dir.join(format!("{name}.quill"));
+    convert_hf(
+        &fixture(name),
+        &out,
+        &ConvertOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    Model::open(
+        &out,
+        &OpenOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn options(g: &Value, strategy: Strategy) -> GenerateOptions {
+    GenerateOptions {
+        strategy,
+        max_new_tokens: 24,
+        bad_words_ids: g["gen_kwargs"]["bad_words_ids"]
+            .as_array()
+            .map(|a| a.iter().map(ids).collect())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn session(m: &Model) -> Session {
+    Session::new(
+        m,
+        Limits {
+            max_batch: 2,
+            max_input_len: 32,
+            max_new_tokens: 32,
+            beams: 4,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn greedy_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in MODELS {
+        let m = model(name, dir.path());
+        let g = json(name, "golden.json");
+        let input = ids(&g["input_ids"]);
+        let mut expect = ids(&g["output_ids"]);
+        if m.arch() == quill::Arch::Seq2Seq {
+            expect.remove(0);
+        }
+        let out = generate(
+            &mut session(&m),
+            &[&input],
+            &options(&g, Strategy::Greedy),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(out.outputs[0][0].ids, expect, "{name}");
+    }
+}
+
+#[test]
+fn beam_search_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in MODELS {
+        let m = model(name, dir.path());
+        let g = json(name, "golden.json");
+        let b = json(name, "beam.json");
+        let input = ids(&g["input_ids"]);
+        let beam = BeamOptions {
+            beams: 4,
+            length_penalty: 1.0,
+            early_stopping: false,
+            n_best: 4,
+        };
+        let out = generate(
+            &mut session(&m),
+            &[&input],
+            &options(&g, Strategy::Beam(beam)),
+            None,
+            None,
+        )
+        .unwrap();
+        let hyps = &out.outputs[0];
+        let want: Vec<Vec<u32>> = b["hypotheses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
+        let scores: Vec<f32> = b["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(hyps.len(), 4, "{name}");
+        for (r, h) in hyps.iter().enumerate() {
+            assert!(
+                (h.score - scores[r]).abs() <= 1e-4,
+                "{name} rank {r}: score {} vs {}",
+                h.score,
+                scores[r]
+            );
+            // Hypotheses whose scores tie within the tolerance may come in either order.
+            let same_score: Vec<usize> = (0..4)
+                .filter(|&j| (scores[j] - scores[r]).abs() <= 2e-4)
+                .collect();
+            assert!(
+                same_score.iter().any(|&j| want[j] == h.ids),
+                "{name} rank {r}: {:?} not among {:?}",
+                h.ids,
+                same_score.iter().map(|&j| &want[j]).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+#[test]
+fn beam_streaming_never_takes_back_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in MODELS {
+        let m = model(name, dir.path());
+        let g = json(name, "golden.json");
+        let input = ids(&g["input_ids"]);
+        let other: Vec<u32> = input.iter().rev().cloned().collect();
+        let beam = BeamOptions {
+            beams: 4,
+            n_best: 1,
+            ..Default::default()
+        };
+        let mut streamed = [Vec::new(), Vec::new()];
+        let mut cb = |e: quill::decode::StreamEvent| {
+            streamed[e.input].extend_from_slice(e.ids);
+            Flow::Continue
+        };
+        let out = generate(
+            &mut session(&m),
+            &[&input, &other],
+            &options(&g, Strategy::Beam(beam)),
+            None,
+            Some(&mut cb),
+        )
+        .unwrap();
+        for (i, s) in streamed.iter().enumerate() {
+            assert_eq!(*s, out.outputs[i][0].ids, "{name} input {i}");
+        }
+    }
+}
+
+#[test]
+fn batched_beams_equal_single_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["marian", "llama", "t5"] {
+        let m = model(name, dir.path());
+        let g = json(name, "golden.json");
+        let a = ids(&g["input_ids"]);
+        let b: Vec<u32> = a[..a.len() - 4].iter().rev().cloned().collect();
+        let o = options(
+            &g,
+            Strategy::Beam(BeamOptions {
+                beams: 3,
+                n_best: 2,
+                ..Default::default()
+            }),
+        );
+        let mut s = session(&m);
+        let both = generate(&mut s, &[&a, &b], &o, None, None).unwrap();
+        let one = generate(&mut s, &[&b], &o, None, None).unwrap();
+        assert_eq!(both.outputs[1], one.outputs[0], "{name}");
+    }
+}
+
+#[test]
+fn sampling_is_reproducible_and_respects_its_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model("gpt2", dir.path());
+    let g = json("gpt2", "golden.json");
+    let input = ids(&g["input_ids"]);
+    let sample = |s: SampleOptions| {
+        let o = options(&g, Strategy::Sample(s));
+        generate(&mut session(&m), &[&input], &o, None, None)
+            .unwrap()
+            .outputs[0][0]
+            .ids
+            .clone()
+    };
+    let a = sample(SampleOptions {
+        seed: 5,
+        ..Default::default()
+    });
+    assert_eq!(
+        a,
+        sample(SampleOptions {
+            seed: 5,
+            ..Default::default()
+        })
+    );
+    assert_ne!(
+        a,
+        sample(SampleOptions {
+            seed: 6,
+            ..Default::default()
+        })
+    );
+    // Temperature → 0 is greedy.
+    let greedy = generate(
+        &mut session(&m),
+        &[&input],
+        &options(&g, Strategy::Greedy),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        sample(SampleOptions {
+            temperature: 0.0,
+            seed: 1,
+            ..Default::default()
+        }),
+        greedy.outputs[0][0].ids
+    );
+
+    // On a fixed logits vector: top-k stays within the k best, top-p within the nucleus.
+    let logits: Vec<f32> = (0..50).map(|i| ((i * 37 % 50) as f32) * 0.1).collect();
+    let mut order: Vec<usize> = (0..50).collect();
+    order.sort_by(|&x, &y| logits[y].total_cmp(&logits[x]));
+    let mut rng = Rng::new(3);
+    for _ in 0..2000 {
+        let (t, _) = sample_logits(
+            &SampleOptions {
+                top_k: 5,
+                ..Default::default()
+            },
+            &logits,
+            &mut rng,
+        );
+        assert!(order[..5].contains(&(t as usize)));
+    }
+    let probs = softmax(&logits);
+    let mut cum = 0.0;
+    let nucleus: Vec<usize> = order
+        .iter()
+        .copied()
+        .take_while(|&i| {
+            let before = cum;
+            cum += probs[i];
+            before < 0.5
+        })
+        .collect();
+    for _ in 0..2000 {
+        let (t, _) = sample_logits(
+            &SampleOptions {
+                top_p: 0.5,
+                ..Default::default()
+            },
+            &logits,
+            &mut rng,
+        );
+        assert!(
+            nucleus.contains(&(t as usize)),
+            "{t} outside the 0.5 nucleus {nucleus:?}"
+        );
+    }
+}
+
+fn softmax(l: &[f32]) -> Vec<f64> {
+    let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = l.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|v| v / z).collect()
+}
+
+#[test]
+fn sampled_distribution_passes_a_chi_square_test() {
+    let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0, -3.0];
+    let p = softmax(&logits);
+    let n = 60_000;
+    let mut counts = [0usize; 6];
+    let mut rng = Rng::new(11);
+    for _ in 0..n {
+        counts[sample_logits(&SampleOptions::default(), &logits, &mut rng).0 as usize] += 1;
+    }
+    let chi2: f64 = (0..6)
+        .map(|i| {
+            let e = p[i] * n as f64;
+            (counts[i] as f64 - e).powi(2) / e
+        })
+        .sum();
+    // 5 degrees of freedom: the 99.9th percentile is 20.5.
+    assert!(chi2 < 20.5, "chi-square {chi2} for counts {counts:?}");
+}
+
+#[test]
+fn cancelling_from_another_thread_stops_within_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model("llama", dir.path());
+    let mut s = Session::new(
+        &m,
+        Limits {
+            max_batch: 1,
+            max_input_len: 8,
+            max_new_tokens: 4000,
+            beams: 1,
+        },
+    )
+    .unwrap();
+    let cancel = CancelHandle::new();
+    let c2 = cancel.clone();
+    let mut steps_after = 0usize;
+    let mut seen_cancel = false;
+    let mut cb = |_e: quill::decode::StreamEvent| {
+        if seen_cancel {
+            steps_after += 1;
+        }
+        if c2.is_cancelled() {
+            seen_cancel = true;
+        }
+        Flow::Continue
+    };
+    let c3 = cancel.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        c3.cancel();
+    });
+    let o = GenerateOptions {
+        max_new_tokens: 4000,
+        eos_token_ids: vec![999],
+        suppress_tokens: vec![999],
+        ..Default::default()
+    };
+    let out = generate(&mut s, &[&[1, 5, 6]], &o, Some(&cancel), Some(&mut cb)).unwrap();
+    t.join().unwrap();
+    assert!(out.stopped, "generation was not stopped");
+    assert!(out.outputs[0][0].ids.len() < 4000);
+    assert!(
+        steps_after <= 1,
+        "{steps_after} steps after the cancellation was visible"
+    );
+}
+
+#[test]
+fn stream_callback_can_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model("gpt2", dir.path());
+    let mut n = 0;
+    let mut cb = |_e: quill::decode::StreamEvent| {
+        n += 1;
+        if n == 3 { Flow::Stop } else { Flow::Continue }
+    };
+    let o = GenerateOptions {
+        max_new_tokens: 20,
+        suppress_tokens: vec![999],
+        ..Default::default()
+    };
+    let out = generate(&mut session(&m), &[&[5, 6, 7]], &o, None, Some(&mut cb)).unwrap();
+    assert!(out.stopped);
+    assert_eq!(out.outputs[0][0].ids.len(), 3);
+}
+
+#[test]
+fn processors_shape_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model("marian", dir.path());
+    let g = json("marian", "golden.json");
+    let input = ids(&g["input_ids"]);
+    let run = |o: GenerateOptions| {
+        generate(&mut session(&m), &[&input], &o, None, None)
+            .unwrap()
+            .outputs[0][0]
+            .ids
+            .clone()
+    };
+    let base = options(&g, Strategy::Greedy);
+    // The golden repeats 101 nine times: no-repeat-bigram and repetition penalty change that.
+    let nr = run(GenerateOptions {
+        no_repeat_ngram_size: 2,
+        ..base.clone()
+    });
+    for w in nr.windows(2).enumerate() {
+        assert!(
+            !nr[w.0 + 1..].windows(2).any(|x| x == w.1),
+            "bigram {:?} repeats in {nr:?}",
+            w.1
+        );
+    }
+    let rp = run(GenerateOptions {
+        repetition_penalty: 5.0,
+        ..base.clone()
+    });
+    assert_ne!(rp, run(base.clone()));
+    // Forced first token, suppressed tokens, minimum length, prefix.
+    let f = run(GenerateOptions {
+        forced_bos_token_id: Some(42),
+        suppress_tokens: vec![101, 999],
+        ..base.clone()
+    });
+    assert_eq!(f[0], 42);
+    assert!(!f.contains(&101));
+    let p = run(GenerateOptions {
+        prefix: vec![7, 8],
+        ..base.clone()
+    });
+    assert_eq!(&p[..2], &[7, 8]);
+    let e = run(GenerateOptions {
+        max_new_tokens: 5,
+        forced_eos_token_id: Some(0),
+        ..base.clone()
+    });
+    assert_eq!(e.len(), 5);
+    assert_eq!(e[4], 0);
+}

@@ -451,3 +451,93 @@ fn processors_shape_the_output() {
     assert_eq!(e.len(), 5);
     assert_eq!(e[4], 0);
 }
+
+#[test]
+fn chat_turns_reuse_the_cache_and_equal_recomputing() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["llama", "gpt2", "qwen2"] {
+        let m = model(name, dir.path());
+        let limits = Limits {
+            max_batch: 1,
+            max_input_len: 64,
+            max_new_tokens: 64,
+            beams: 1,
+        };
+        let mut s = Session::new(&m, limits).unwrap();
+        let mut chat = quill::decode::Chat::new();
+        let o = GenerateOptions {
+            max_new_tokens: 6,
+            ..Default::default()
+        };
+        let turns: [&[u32]; 3] = [&[1, 10, 11, 12], &[20, 21], &[30, 31, 32]];
+        for (t, msg) in turns.iter().enumerate() {
+            if t == 2 {
+                // Before the third reply: logits after prefilling only the new turn equal those
+                // of the whole conversation computed from scratch.
+                let before = chat.history().to_vec();
+                let mut probe = chat.clone();
+                let reply = probe
+                    .turn(
+                        &mut s,
+                        msg,
+                        &GenerateOptions {
+                            max_new_tokens: 1,
+                            ..o.clone()
+                        },
+                        None,
+                        None,
+                    )
+                    .unwrap();
+                let cached = s.logits().to_vec();
+                let mut fresh = Session::new(&m, limits).unwrap();
+                let mut all = before.clone();
+                all.extend_from_slice(msg);
+                fresh.start(&[&all]).unwrap();
+                let scratch = fresh.logits().to_vec();
+                let err = cached
+                    .iter()
+                    .zip(&scratch)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    err < 1e-4,
+                    "{name}: cached vs recomputed logits differ by {err}"
+                );
+                assert_eq!(reply.ids.len(), 1);
+                // Rebuild the session state the probe consumed.
+                s = Session::new(&m, limits).unwrap();
+                let mut replay = quill::decode::Chat::new();
+                for m2 in &turns[..2] {
+                    replay.turn(&mut s, m2, &o, None, None).unwrap();
+                }
+                assert_eq!(replay.history(), before, "{name}: replay");
+                chat = replay;
+            }
+            chat.turn(&mut s, msg, &o, None, None).unwrap();
+        }
+        // The whole conversation, recomputed in one greedy pass, gives the same last reply.
+        assert!(chat.history().len() > 9);
+    }
+}
+
+#[cfg(feature = "tokenizer")]
+#[test]
+fn stop_strings_end_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model("marian", dir.path());
+    let g = json("marian", "golden.json");
+    let input = ids(&g["input_ids"]);
+    // The greedy output reads "w101 w101 ... w360 ...": stop at the first "w360".
+    let o = GenerateOptions {
+        stop_strings: vec!["w360".into()],
+        ..options(&g, Strategy::Greedy)
+    };
+    let out = generate(&mut session(&m), &[&input], &o, None, None).unwrap();
+    let ids_out = &out.outputs[0][0].ids;
+    assert_eq!(*ids_out.last().unwrap(), 360);
+    assert_eq!(
+        ids_out.iter().filter(|&&t| t == 360).count(),
+        1,
+        "{ids_out:?}"
+    );
+}

@@ -21,6 +21,54 @@ pub(crate) struct Context<'a> {
     /// The decoder start id of a seq2seq model (`None` for decoder-only models).
     pub decoder_start: Option<u32>,
     pub cancel: Option<&'a CancelHandle>,
+    /// Stop strings, when the options have any.
+    pub stop: Option<StopStrings<'a>>,
+}
+
+/// Ends a hypothesis once its decoded text contains one of the stop strings (the tokens that
+/// produced it are kept, as `transformers`' `stop_strings` does).
+#[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
+pub(crate) struct StopStrings<'a> {
+    #[cfg(feature = "tokenizer")]
+    pub tokenizer: &'a crate::tokenizer::Tokenizer,
+    pub strings: &'a [String],
+    /// Ids that never show as text (end of sequence, padding, ...).
+    pub special: Vec<u32>,
+}
+
+impl StopStrings<'_> {
+    fn hit(&self, ids: &[u32], tok: u32) -> bool {
+        #[cfg(feature = "tokenizer")]
+        {
+            // Only the tail can contain a new match: the longest stop string, in tokens, is at
+            // most its length in bytes (plus one token of context for the decoder).
+            let longest = self.strings.iter().map(String::len).max().unwrap_or(0) + 1;
+            let from = ids.len().saturating_sub(longest);
+            let mut tail: Vec<u32> = ids[from..]
+                .iter()
+                .copied()
+                .filter(|i| !self.special.contains(i))
+                .collect();
+            if self.special.contains(&tok) {
+                return false;
+            }
+            tail.push(tok);
+            let before = self
+                .tokenizer
+                .decode(&tail[..tail.len() - 1], true)
+                .unwrap_or_default();
+            let after = self.tokenizer.decode(&tail, true).unwrap_or_default();
+            // A match that ends in the new token's text.
+            self.strings
+                .iter()
+                .any(|s| after.contains(s.as_str()) && !before.contains(s.as_str()))
+        }
+        #[cfg(not(feature = "tokenizer"))]
+        {
+            let _ = (ids, tok);
+            false
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -48,25 +96,36 @@ struct InputState {
 /// A continuation: `(accumulated log-prob, running beam index, token, its log-prob)`.
 type Cand = (f32, usize, u32, f32);
 
+/// How the loop begins: a fresh batch, or the conversation already in the session (whose
+/// logits are current; `history` is what processors see before the reply).
+pub(crate) enum Begin<'a> {
+    Fresh,
+    Continue { history: &'a [u32] },
+}
+
 pub(crate) fn run(
     session: &mut Session,
     inputs: &[&[u32]],
     k: usize,
     ctx: &Context,
     mut callback: Option<Callback>,
+    begin: Begin,
 ) -> Result<Generation> {
     let o = ctx.options;
     let vocab = session.model().config().vocab_size;
     if let Some(c) = ctx.cancel {
         c.reset();
     }
-    session.start_beams(inputs, k)?;
+    if let Begin::Fresh = begin {
+        session.start_beams(inputs, k)?;
+    }
     let n = inputs.len();
     let mut states: Vec<InputState> = (0..n)
         .map(|i| InputState {
-            history0: match ctx.decoder_start {
-                Some(s) => vec![s],
-                None => inputs[i].to_vec(),
+            history0: match (&begin, ctx.decoder_start) {
+                (Begin::Continue { history }, _) => history.to_vec(),
+                (_, Some(s)) => vec![s],
+                (_, None) => inputs[i].to_vec(),
             },
             running: vec![Beam {
                 slot: i * k,
@@ -85,7 +144,7 @@ pub(crate) fn run(
     };
     // Rows of the current logits: (input, running beam index).
     let mut rows: Vec<(usize, usize)> = (0..n).map(|i| (i, 0)).collect();
-    if let Some(start) = ctx.decoder_start {
+    if let (Begin::Fresh, Some(start)) = (&begin, ctx.decoder_start) {
         let slots: Vec<usize> = (0..n).map(|i| i * k).collect();
         session.step_slots(&slots, &vec![start; n])?;
     }
@@ -172,10 +231,17 @@ pub(crate) fn run(
             // Highest first; ties by beam then token (torch.topk leaves ties unspecified).
             c.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
             c.truncate(to_keep);
-            let ends = |tok: u32| last || ctx.eos.contains(&tok);
+            let running = &st.running;
+            let ends = |b: usize, tok: u32| {
+                last || ctx.eos.contains(&tok)
+                    || ctx
+                        .stop
+                        .as_ref()
+                        .is_some_and(|s| s.hit(&running[b].ids, tok))
+            };
             // Finished: continuations ending the sequence among the first k ranks.
             for (rank, &(acc, b, tok, lp)) in c.iter().enumerate() {
-                if rank < k && ends(tok) {
+                if rank < k && ends(b, tok) {
                     let mut h = st.running[b].clone();
                     h.ids.push(tok);
                     h.logprobs.push(lp);
@@ -188,7 +254,7 @@ pub(crate) fn run(
             let cont: Vec<Cand> = c
                 .iter()
                 .copied()
-                .filter(|&(_, _, tok, _)| !ends(tok))
+                .filter(|&(_, b, tok, _)| !ends(b, tok))
                 .take(k)
                 .collect();
             let mut new_running: Vec<Beam> = Vec::with_capacity(cont.len());

@@ -108,6 +108,9 @@ pub struct GenerateOptions {
     pub eos_token_ids: Vec<u32>,
     /// Forced start of every output (seq2seq target prefix, after the decoder start id).
     pub prefix: Vec<u32>,
+    /// Generation of a hypothesis ends once its text contains one of these (needs the model's
+    /// tokenizer).
+    pub stop_strings: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -124,6 +127,7 @@ impl Default for GenerateOptions {
             forced_eos_token_id: None,
             eos_token_ids: Vec::new(),
             prefix: Vec::new(),
+            stop_strings: Vec::new(),
         }
     }
 }
@@ -279,8 +283,119 @@ pub fn generate(
         max_new,
         decoder_start: start,
         cancel,
+        stop: stop_strings(&model, options)?,
     };
-    beam::run(session, inputs, beams, &ctx, callback)
+    beam::run(session, inputs, beams, &ctx, callback, beam::Begin::Fresh)
+}
+
+fn stop_strings<'a>(
+    model: &'a crate::model::Model,
+    o: &'a GenerateOptions,
+) -> Result<Option<beam::StopStrings<'a>>> {
+    if o.stop_strings.is_empty() {
+        return Ok(None);
+    }
+    #[cfg(feature = "tokenizer")]
+    {
+        Ok(Some(beam::StopStrings {
+            tokenizer: model.target_tokenizer()?,
+            strings: &o.stop_strings,
+            special: model.special_ids(),
+        }))
+    }
+    #[cfg(not(feature = "tokenizer"))]
+    {
+        let _ = model;
+        Err(Error::InvalidArgument(
+            "stop strings need the tokenizer (feature `tokenizer`)".into(),
+        ))
+    }
+}
+
+/// A conversation with a decoder-only model: each turn prefills only its new tokens after the
+/// KV cache of the turns before (and the last token of the previous reply, which generation
+/// produced but did not feed back).
+#[derive(Clone, Debug, Default)]
+pub struct Chat {
+    history: Vec<u32>,
+    pending: Option<u32>,
+}
+
+impl Chat {
+    pub fn new() -> Chat {
+        Chat::default()
+    }
+
+    /// Every id of the conversation so far (turns and replies).
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// Adds `tokens` (the next message, already formatted with the model's chat template) and
+    /// generates the reply (greedy or sampling: one hypothesis).
+    pub fn turn(
+        &mut self,
+        session: &mut Session,
+        tokens: &[u32],
+        options: &GenerateOptions,
+        cancel: Option<&CancelHandle>,
+        callback: Option<Callback>,
+    ) -> Result<Hypothesis> {
+        let model = session.model().clone();
+        if model.arch() != Arch::DecoderOnly {
+            return Err(Error::InvalidArgument(
+                "chat needs a decoder-only model".into(),
+            ));
+        }
+        if matches!(options.strategy, Strategy::Beam(_)) {
+            return Err(Error::InvalidArgument(
+                "chat turns use greedy decoding or sampling".into(),
+            ));
+        }
+        options.validate(model.config().vocab_size)?;
+        let mut new: Vec<u32> = self.pending.take().into_iter().collect();
+        new.extend_from_slice(tokens);
+        if self.history.is_empty() {
+            session.start(&[&new])?;
+        } else {
+            session.extend(&new)?;
+        }
+        self.history.extend_from_slice(tokens);
+        let eos: Vec<u32> = if options.eos_token_ids.is_empty() {
+            model.config().eos_ids.clone()
+        } else {
+            options.eos_token_ids.clone()
+        };
+        let limits = session.limits();
+        let room =
+            (limits.max_input_len + limits.max_new_tokens).saturating_sub(session.cached_len());
+        let ctx = beam::Context {
+            options,
+            eos: &eos,
+            max_new: options.max_new_tokens.min(room),
+            decoder_start: None,
+            cancel,
+            stop: stop_strings(&model, options)?,
+        };
+        let history = self.history.clone();
+        let out = beam::run(
+            session,
+            &[&[]],
+            1,
+            &ctx,
+            callback,
+            beam::Begin::Continue { history: &history },
+        )?;
+        let reply = out
+            .outputs
+            .into_iter()
+            .next()
+            .and_then(|h| h.into_iter().next())
+            .expect("one hypothesis");
+        self.history.extend_from_slice(&reply.ids);
+        self.pending = reply.ids.last().copied();
+        Ok(reply)
+    }
 }
 
 /// Draws one token from `logits` with the sampling options (for callers that run their own loop,
@@ -288,4 +403,84 @@ pub fn generate(
 pub fn sample_logits(options: &SampleOptions, logits: &[f32], rng: &mut Rng) -> (u32, f32) {
     let mut l = logits.to_vec();
     processors::sample(options, &mut l, rng, &mut Vec::new())
+}
+
+impl GenerateOptions {
+    /// The model's default decoding options (`quill.generation`, Hugging Face
+    /// `generation_config.json` keys): beams, sampling, penalties, suppressed and forced tokens.
+    /// Keys quill does not know are ignored; a malformed value is an error naming the key.
+    pub fn model_defaults(model: &crate::model::Model) -> Result<GenerateOptions> {
+        let mut o = GenerateOptions::default();
+        let Some(g) = model.file().quill().and_then(|m| m.generation.as_ref()) else {
+            return Ok(o);
+        };
+        let bad =
+            |k: &str| Error::bad_meta("quill.generation", format!("`{k}` has an unexpected value"));
+        let ids = |v: &serde_json::Value, k: &str| -> Result<Vec<u32>> {
+            match v {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_u64().map(|n| n as u32).ok_or_else(|| bad(k)))
+                    .collect(),
+                x => x.as_u64().map(|n| vec![n as u32]).ok_or_else(|| bad(k)),
+            }
+        };
+        for (k, v) in g {
+            if v.is_null() {
+                continue;
+            }
+            match k.as_str() {
+                "max_new_tokens" => o.max_new_tokens = v.as_u64().ok_or_else(|| bad(k))? as usize,
+                "min_new_tokens" => o.min_new_tokens = v.as_u64().ok_or_else(|| bad(k))? as usize,
+                "repetition_penalty" => {
+                    o.repetition_penalty = v.as_f64().ok_or_else(|| bad(k))? as f32
+                }
+                "no_repeat_ngram_size" => {
+                    o.no_repeat_ngram_size = v.as_u64().ok_or_else(|| bad(k))? as usize
+                }
+                "suppress_tokens" => o.suppress_tokens = ids(v, k)?,
+                "bad_words_ids" => {
+                    o.bad_words_ids = v
+                        .as_array()
+                        .ok_or_else(|| bad(k))?
+                        .iter()
+                        .map(|b| ids(b, k))
+                        .collect::<Result<_>>()?
+                }
+                "forced_bos_token_id" => o.forced_bos_token_id = Some(ids(v, k)?[0]),
+                "forced_eos_token_id" => o.forced_eos_token_id = ids(v, k)?.first().copied(),
+                "eos_token_id" => o.eos_token_ids = ids(v, k)?,
+                _ => {}
+            }
+        }
+        let beams = g.get("num_beams").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
+        let sample = g
+            .get("do_sample")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if sample {
+            let f = |k: &str, d: f64| g.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+            o.strategy = Strategy::Sample(SampleOptions {
+                temperature: f("temperature", 1.0) as f32,
+                top_k: f("top_k", 0.0) as usize,
+                top_p: f("top_p", 1.0) as f32,
+                min_p: f("min_p", 0.0) as f32,
+                seed: 0,
+            });
+        } else if beams > 1 {
+            o.strategy = Strategy::Beam(BeamOptions {
+                beams,
+                length_penalty: g
+                    .get("length_penalty")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(1.0) as f32,
+                early_stopping: g
+                    .get("early_stopping")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                n_best: 1,
+            });
+        }
+        Ok(o)
+    }
 }

@@ -365,6 +365,57 @@ impl Session {
         Ok(())
     }
 
+    /// Appends `tokens` to the single sequence of a decoder-only session (a chat's next turn):
+    /// only the new tokens are prefilled, after what the cache already holds; afterwards
+    /// [`Session::logits`] holds the next-token logits.
+    pub fn extend(&mut self, tokens: &[u32]) -> Result<()> {
+        let model = self.model.inner.clone();
+        let m = &*model;
+        if m.arch != Arch::DecoderOnly || self.n != 1 {
+            return Err(Error::InvalidArgument(
+                "extend continues the one sequence of a decoder-only session (start it first)"
+                    .into(),
+            ));
+        }
+        let pos = self.dec_pos[0];
+        if tokens.is_empty() || pos + tokens.len() > self.dec_len {
+            return Err(Error::InvalidArgument(format!(
+                "{} more tokens after {pos}: this session holds {} in all",
+                tokens.len(),
+                self.dec_len
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= m.config.vocab_size) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is not below the vocabulary size"
+            )));
+        }
+        self.groups.clear();
+        self.groups.push(Group {
+            slot: 0,
+            row0: 0,
+            len: tokens.len(),
+            pos0: pos,
+        });
+        self.tokens.clear();
+        self.tokens.extend_from_slice(tokens);
+        self.run_stack(m, &m.weights.decoder, true, tokens.len());
+        self.dec_pos[0] = pos + tokens.len();
+        self.groups[0] = Group {
+            slot: 0,
+            row0: tokens.len() - 1,
+            len: 1,
+            pos0: 0,
+        };
+        self.compute_logits(m);
+        Ok(())
+    }
+
+    /// Tokens held in the cache of slot 0 (the conversation so far, for a chat).
+    pub fn cached_len(&self) -> usize {
+        self.dec_pos[0]
+    }
+
     /// Makes slot `to` a copy of slot `from`: its decoder cache up to the current position
     /// (beam search: a hypothesis continued by more than one child).
     pub(crate) fn copy_slot(&mut self, from: usize, to: usize) {

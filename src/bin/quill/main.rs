@@ -9,9 +9,12 @@ use clap::{Parser, Subcommand};
 use quill::QuillFile;
 use quill::convert::hf::{ConvertOptions, convert_hf};
 use quill::convert::quantize::{Target, quantize_file};
-use quill::{Limits, Model, OpenOptions, Session};
+use quill::{Model, OpenOptions};
 
 mod bench;
+mod generate;
+
+use generate::DecodeArgs;
 use quill::format::Summary;
 use quill::kernels::Isa;
 
@@ -37,10 +40,20 @@ enum Command {
         /// Input token ids instead of text, comma-separated.
         #[arg(long, value_delimiter = ',')]
         ids: Option<Vec<u32>>,
-        /// Most tokens to generate.
-        #[arg(long, default_value_t = 64)]
-        max_new_tokens: usize,
+        #[command(flatten)]
+        decode: DecodeArgs,
         /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Talk with a decoder-only model: one message per line on standard input; replies stream.
+    Chat {
+        model: PathBuf,
+        #[command(flatten)]
+        decode: DecodeArgs,
+        /// Longest conversation, in tokens, the session holds.
+        #[arg(long, default_value_t = 2048)]
+        max_context: usize,
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -108,41 +121,13 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(feature = "tokenizer")]
-fn run_text(m: &Model, text: &[String], max_new_tokens: usize) -> quill::Result<()> {
-    let tok = m.tokenizer()?;
-    let longest = text
-        .iter()
-        .map(|t| tok.encode(t, true).map(|v| v.len()))
-        .collect::<quill::Result<Vec<_>>>()?;
-    let limits = Limits {
-        max_batch: text.len(),
-        max_input_len: longest.into_iter().max().unwrap_or(1).max(1),
-        max_new_tokens,
-        beams: 1,
-    };
-    let mut s = Session::new(m, limits)?;
-    let refs: Vec<&str> = text.iter().map(String::as_str).collect();
-    for out in s.generate_text(&refs, max_new_tokens)? {
-        println!("{out}");
-    }
-    Ok(())
-}
-
-#[cfg(not(feature = "tokenizer"))]
-fn run_text(_: &Model, _: &[String], _: usize) -> quill::Result<()> {
-    Err(quill::Error::InvalidArgument(
-        "this build has no tokenizer (feature `tokenizer`): use --ids".into(),
-    ))
-}
-
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Run {
             model,
             text,
             ids,
-            max_new_tokens,
+            decode,
             threads,
         } => {
             let m = Model::open(
@@ -153,26 +138,24 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 },
             )?;
             match ids {
-                Some(ids) => {
-                    let limits = Limits {
-                        max_batch: 1,
-                        max_input_len: ids.len().max(1),
-                        max_new_tokens,
-                        beams: 1,
-                    };
-                    let mut s = Session::new(&m, limits)?;
-                    let out = s.generate_greedy(&[&ids], max_new_tokens, &[])?;
-                    println!(
-                        "{}",
-                        out[0]
-                            .iter()
-                            .map(|t| t.to_string())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    );
-                }
-                None => run_text(&m, &text, max_new_tokens)?,
+                Some(ids) => generate::run_ids(&m, &ids, &decode)?,
+                None => generate::run_text(&m, &text, &decode)?,
             }
+        }
+        Command::Chat {
+            model,
+            decode,
+            max_context,
+            threads,
+        } => {
+            let m = Model::open(
+                &model,
+                &OpenOptions {
+                    threads,
+                    ..Default::default()
+                },
+            )?;
+            generate::chat(&m, &decode, max_context)?;
         }
         Command::Convert {
             hf_dir,

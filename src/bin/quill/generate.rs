@@ -1,0 +1,243 @@
+//! `quill run` and `quill chat`: decoding flags, text in and out, streaming to the terminal.
+
+#[cfg(feature = "tokenizer")]
+use std::io::Write;
+
+use quill::decode::{BeamOptions, GenerateOptions, SampleOptions, Strategy, generate};
+#[cfg(feature = "tokenizer")]
+use quill::decode::{Chat, Flow, StreamEvent};
+use quill::{Limits, Model, Session};
+
+/// Decoding flags shared by `run` and `chat`. Unset flags take the model's defaults.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DecodeArgs {
+    /// Most tokens to generate.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Beam search with this many beams.
+    #[arg(long)]
+    pub beams: Option<usize>,
+    /// Hypotheses to print per input (beam search).
+    #[arg(long, default_value_t = 1)]
+    pub n_best: usize,
+    #[arg(long)]
+    pub length_penalty: Option<f32>,
+    /// Sample instead of searching (with --temperature, --top-k, --top-p, --min-p, --seed).
+    #[arg(long)]
+    pub sample: bool,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    #[arg(long)]
+    pub no_repeat_ngram_size: Option<usize>,
+    /// Print text as it is generated (first input only).
+    #[arg(long)]
+    pub stream: bool,
+}
+
+impl DecodeArgs {
+    pub fn options(&self, model: &Model) -> quill::Result<GenerateOptions> {
+        let mut o = GenerateOptions::model_defaults(model)?;
+        if let Some(n) = self.max_new_tokens {
+            o.max_new_tokens = n;
+        }
+        if let Some(p) = self.repetition_penalty {
+            o.repetition_penalty = p;
+        }
+        if let Some(n) = self.no_repeat_ngram_size {
+            o.no_repeat_ngram_size = n;
+        }
+        if self.sample {
+            o.strategy = Strategy::Sample(SampleOptions {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                seed: self.seed,
+            });
+        } else if let Some(b) = self.beams {
+            o.strategy = if b <= 1 {
+                Strategy::Greedy
+            } else {
+                Strategy::Beam(BeamOptions {
+                    beams: b,
+                    n_best: self.n_best.min(b),
+                    ..Default::default()
+                })
+            };
+        }
+        if let Strategy::Beam(b) = &mut o.strategy {
+            b.n_best = self.n_best.clamp(1, b.beams);
+            if let Some(lp) = self.length_penalty {
+                b.length_penalty = lp;
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn beams_of(o: &GenerateOptions) -> usize {
+    match &o.strategy {
+        Strategy::Beam(b) => b.beams,
+        _ => 1,
+    }
+}
+
+/// Generates from token ids and prints ids (one line per hypothesis).
+pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
+    let o = args.options(m)?;
+    let limits = Limits {
+        max_batch: 1,
+        max_input_len: ids.len().max(1),
+        max_new_tokens: o.max_new_tokens,
+        beams: beams_of(&o),
+    };
+    let mut s = Session::new(m, limits)?;
+    let out = generate(&mut s, &[ids], &o, None, None)?;
+    for h in &out.outputs[0] {
+        println!(
+            "{}",
+            h.ids
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "tokenizer")]
+pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<()> {
+    let o = args.options(m)?;
+    let tok = m.tokenizer()?;
+    let target = m.target_tokenizer()?;
+    let inputs: Vec<Vec<u32>> = text
+        .iter()
+        .map(|t| tok.encode(t, true))
+        .collect::<quill::Result<_>>()?;
+    let limits = Limits {
+        max_batch: text.len().max(1),
+        max_input_len: inputs.iter().map(Vec::len).max().unwrap_or(1).max(1),
+        max_new_tokens: o.max_new_tokens,
+        beams: beams_of(&o),
+    };
+    let mut s = Session::new(m, limits)?;
+    let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+    let special = m.special_ids();
+    let text_of = |ids: &[u32]| -> quill::Result<String> {
+        let ids: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|i| !special.contains(i))
+            .collect();
+        target.decode(&ids, true)
+    };
+    let out = if args.stream {
+        let mut d = target.detokenizer(true);
+        let mut err = None;
+        let mut cb = |e: StreamEvent| {
+            if e.input == 0 {
+                for &id in e.ids.iter().filter(|i| !special.contains(i)) {
+                    match d.push(id) {
+                        Ok(p) => {
+                            print!("{p}");
+                            let _ = std::io::stdout().flush();
+                        }
+                        Err(x) => err = Some(x),
+                    }
+                }
+            }
+            Flow::Continue
+        };
+        let out = generate(&mut s, &refs, &o, None, Some(&mut cb))?;
+        println!("{}", d.finish()?);
+        if let Some(e) = err {
+            return Err(e);
+        }
+        out
+    } else {
+        generate(&mut s, &refs, &o, None, None)?
+    };
+    for (i, hyps) in out.outputs.iter().enumerate() {
+        if args.stream && i == 0 {
+            continue;
+        }
+        for h in hyps {
+            if hyps.len() > 1 {
+                println!("{:.4}\t{}", h.score, text_of(&h.ids)?);
+            } else {
+                println!("{}", text_of(&h.ids)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "tokenizer"))]
+pub fn run_text(_: &Model, _: &[String], _: &DecodeArgs) -> quill::Result<()> {
+    Err(quill::Error::InvalidArgument(
+        "this build has no tokenizer (feature `tokenizer`): use --ids".into(),
+    ))
+}
+
+/// Reads messages from standard input, one per line, and streams each reply; the KV cache is
+/// kept across turns.
+#[cfg(feature = "tokenizer")]
+pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<()> {
+    let o = args.options(m)?;
+    let tok = m.tokenizer()?;
+    let limits = Limits {
+        max_batch: 1,
+        max_input_len: max_context,
+        max_new_tokens: o.max_new_tokens,
+        beams: 1,
+    };
+    let mut s = Session::new(m, limits)?;
+    let mut chat = Chat::new();
+    let special = m.special_ids();
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    let mut first = true;
+    loop {
+        line.clear();
+        eprint!("> ");
+        if stdin
+            .read_line(&mut line)
+            .map_err(|e| quill::Error::InvalidArgument(e.to_string()))?
+            == 0
+        {
+            return Ok(());
+        }
+        let msg = tok.encode(line.trim_end_matches('\n'), first)?;
+        first = false;
+        let mut d = tok.detokenizer(true);
+        let mut cb = |e: StreamEvent| {
+            for &id in e.ids.iter().filter(|i| !special.contains(i)) {
+                if let Ok(p) = d.push(id) {
+                    print!("{p}");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+            Flow::Continue
+        };
+        chat.turn(&mut s, &msg, &o, None, Some(&mut cb))?;
+        println!("{}", d.finish()?);
+    }
+}
+
+#[cfg(not(feature = "tokenizer"))]
+pub fn chat(_: &Model, _: &DecodeArgs, _: usize) -> quill::Result<()> {
+    Err(quill::Error::InvalidArgument(
+        "chat needs the tokenizer (feature `tokenizer`)".into(),
+    ))
+}

@@ -45,6 +45,8 @@ pub enum Error {
     },
     /// An argument is out of its allowed range.
     InvalidArgument(String),
+    /// The work was cancelled through a `CancelHandle`.
+    Cancelled,
 }
 
 impl Error {
@@ -113,6 +115,7 @@ impl fmt::Display for Error {
                 found,
             } => write!(f, "tensor `{tensor}`: expected {expected}, found {found}"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::Cancelled => write!(f, "cancelled"),
         }
     }
 }

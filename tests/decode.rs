@@ -541,3 +541,25 @@ fn stop_strings_end_generation() {
         "{ids_out:?}"
     );
 }
+
+#[test]
+fn a_cancelled_handle_interrupts_prefill_between_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["llama", "marian"] {
+        let m = model(name, dir.path());
+        let mut s = session(&m);
+        let cancel = CancelHandle::new();
+        cancel.cancel();
+        s.set_cancel(Some(cancel.clone()));
+        let long: Vec<u32> = (10..40).collect();
+        assert!(
+            matches!(s.start(&[&long]), Err(quill::Error::Cancelled)),
+            "{name}"
+        );
+        s.set_cancel(None);
+        assert!(
+            s.start(&[&long]).is_ok(),
+            "{name}: the session is usable afterwards"
+        );
+    }
+}

@@ -117,7 +117,18 @@ pub(crate) fn run(
         c.reset();
     }
     if let Begin::Fresh = begin {
-        session.start_beams(inputs, k)?;
+        session.set_cancel(ctx.cancel.cloned());
+        let started = session.start_beams(inputs, k);
+        session.set_cancel(None);
+        match started {
+            Err(crate::error::Error::Cancelled) => {
+                return Ok(Generation {
+                    outputs: vec![Vec::new(); inputs.len()],
+                    stopped: true,
+                });
+            }
+            r => r?,
+        }
     }
     let n = inputs.len();
     let mut states: Vec<InputState> = (0..n)

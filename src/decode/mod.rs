@@ -7,7 +7,8 @@
 //!   last tokens, several end-of-sequence ids.
 //! - Streaming: a callback receives each input's new tokens as soon as they are final — under
 //!   beam search, the prefix every hypothesis that can still win shares — and can stop.
-//! - Cancellation: a [`CancelHandle`] another thread can trigger; checked at every step.
+//! - Cancellation: a [`CancelHandle`] another thread can trigger; checked at every step and
+//!   between the layers of a prefill or encoder pass.
 //!
 //! Try it: `quill run model.quill "Open the file" --beams 4`.
 
@@ -15,11 +16,9 @@ mod beam;
 mod processors;
 mod rng;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use crate::error::{Error, Result};
 use crate::format::Arch;
+pub use crate::model::CancelHandle;
 use crate::model::Session;
 pub use rng::Rng;
 
@@ -152,25 +151,6 @@ pub struct Generation {
     /// True when a [`CancelHandle`] or the stream callback stopped the generation early; the
     /// outputs then hold what was produced.
     pub stopped: bool,
-}
-
-/// Lets another thread stop a session's generation (checked before every step).
-#[derive(Clone, Debug, Default)]
-pub struct CancelHandle(Arc<AtomicBool>);
-
-impl CancelHandle {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    pub(crate) fn reset(&self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
 }
 
 /// What the stream callback receives: input `input` gained the final tokens `ids`.
@@ -355,11 +335,14 @@ impl Chat {
         options.validate(model.config().vocab_size)?;
         let mut new: Vec<u32> = self.pending.take().into_iter().collect();
         new.extend_from_slice(tokens);
-        if self.history.is_empty() {
-            session.start(&[&new])?;
+        session.set_cancel(cancel.cloned());
+        let prefilled = if self.history.is_empty() {
+            session.start(&[&new])
         } else {
-            session.extend(&new)?;
-        }
+            session.extend(&new)
+        };
+        session.set_cancel(None);
+        prefilled?;
         self.history.extend_from_slice(tokens);
         let eos: Vec<u32> = if options.eos_token_ids.is_empty() {
             model.config().eos_ids.clone()

@@ -62,6 +62,7 @@ impl Error {
             Error::UnknownDtype { .. } | Error::UnsupportedVersion { .. } => QUILL_ERR_UNSUPPORTED,
             Error::BadConfig { .. } => QUILL_ERR_CONFIG,
             Error::InvalidArgument(_) => QUILL_ERR_INVALID_ARGUMENT,
+            Error::Cancelled => QUILL_ERR_CANCELLED,
             _ => QUILL_ERR_FORMAT,
         }
     }

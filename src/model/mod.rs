@@ -13,6 +13,29 @@ use std::sync::Arc;
 
 pub use session::{Limits, Session};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Lets another thread stop a session's work: checked before every decoding step and between
+/// the layers of a prefill or encoder pass. Clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Clears the flag (a new generation starts).
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 use crate::error::{Error, Result};
 use crate::format::{Arch, Config, QuillFile};
 use crate::kernels::{Kernels, Pool, kernels};

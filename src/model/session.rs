@@ -12,7 +12,7 @@ use crate::kernels::attention::{Rows, attend_one};
 use crate::kernels::{ActScratch, Kernels};
 
 use super::weights::{Attention, Linear, Norm, PosTable, Stack};
-use super::{Model, ModelInner};
+use super::{CancelHandle, Model, ModelInner};
 
 /// What a session must be able to hold; everything is allocated when the session is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +106,8 @@ pub struct Session {
     rel_span: usize,
     /// Rows of `logits` that are valid.
     logit_rows: usize,
+    /// Checked between layers of long passes (prefill, encoder).
+    cancel: Option<CancelHandle>,
 }
 
 impl Session {
@@ -247,7 +249,14 @@ impl Session {
             rel_dec,
             rel_span,
             logit_rows: 0,
+            cancel: None,
         })
+    }
+
+    /// A handle whose cancellation interrupts this session's prefill and encoder passes between
+    /// layers (`start` and `extend` then return `Error::Cancelled`); `None` removes it.
+    pub fn set_cancel(&mut self, cancel: Option<CancelHandle>) {
+        self.cancel = cancel;
     }
 
     pub fn limits(&self) -> Limits {
@@ -328,7 +337,10 @@ impl Session {
         match m.arch {
             Arch::Seq2Seq => {
                 let enc = m.weights.encoder.as_ref().expect("seq2seq has an encoder");
-                self.run_stack(m, enc, false, row);
+                if !self.run_stack(m, enc, false, row) {
+                    self.n = 0;
+                    return Err(Error::Cancelled);
+                }
                 let d = c.d_model;
                 if let Some(norm) = &enc.final_norm {
                     norm_rows(
@@ -347,7 +359,10 @@ impl Session {
                 self.fill_cross_cache(m, row);
             }
             _ => {
-                self.run_stack(m, &m.weights.decoder, true, row);
+                if !self.run_stack(m, &m.weights.decoder, true, row) {
+                    self.n = 0;
+                    return Err(Error::Cancelled);
+                }
                 for g in self.groups.iter_mut() {
                     self.dec_pos[g.slot] = g.len;
                     // Logits come from each prompt's last row.
@@ -399,7 +414,9 @@ impl Session {
         });
         self.tokens.clear();
         self.tokens.extend_from_slice(tokens);
-        self.run_stack(m, &m.weights.decoder, true, tokens.len());
+        if !self.run_stack(m, &m.weights.decoder, true, tokens.len()) {
+            return Err(Error::Cancelled);
+        }
         self.dec_pos[0] = pos + tokens.len();
         self.groups[0] = Group {
             slot: 0,
@@ -511,7 +528,8 @@ impl Session {
             self.tokens.push(t);
         }
         let rows = self.groups.len();
-        self.run_stack(m, &m.weights.decoder, true, rows);
+        let done = self.run_stack(m, &m.weights.decoder, true, rows);
+        debug_assert!(done, "one-row steps are not interrupted");
         for g in &self.groups {
             self.dec_pos[g.slot] += 1;
         }
@@ -703,7 +721,8 @@ impl Session {
     /// `self.groups`), leaving the hidden states in `buf.x`. `decoder`: causal self-attention
     /// through the KV cache (and cross-attention when the layers have it); otherwise
     /// bidirectional attention within each sequence.
-    fn run_stack(&mut self, m: &ModelInner, stack: &Stack, decoder: bool, rows: usize) {
+    #[must_use = "false means the pass was cancelled"]
+    fn run_stack(&mut self, m: &ModelInner, stack: &Stack, decoder: bool, rows: usize) -> bool {
         let c = &m.config;
         let kern = m.kernels;
         let d = c.d_model;
@@ -755,6 +774,9 @@ impl Session {
         };
         let span = self.rel_span;
         for (l, layer) in stack.layers.iter().enumerate() {
+            if rows > 1 && self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return false;
+            }
             // ---- self-attention
             pre_norm(
                 m,
@@ -977,6 +999,7 @@ impl Session {
                 &mut b.a[..rows * d],
             );
         }
+        true
     }
 }
 

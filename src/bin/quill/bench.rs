@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use quill::decode::{BeamOptions, GenerateOptions, Strategy, generate};
 use quill::{Arch, Limits, Model, OpenOptions, Session};
 use serde::Serialize;
 
@@ -29,6 +30,11 @@ pub struct BenchResult {
     pub decode_tokens_per_s: f64,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+    /// Beam search (when --beams > 1): milliseconds per decoding step of the whole batch and the
+    /// same for greedy decoding, exactly `new_tokens` steps, median of runs.
+    pub beams: usize,
+    pub beam_step_ms: Option<f64>,
+    pub greedy_step_ms: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -57,6 +63,7 @@ pub fn run(
     batch: usize,
     threads: usize,
     runs: usize,
+    beams: usize,
 ) -> quill::Result<BenchResult> {
     let runs = runs.max(1);
     let options = OpenOptions {
@@ -71,7 +78,7 @@ pub fn run(
         max_batch: batch,
         max_input_len: input_len,
         max_new_tokens: new_tokens,
-        beams: 1,
+        beams: beams.max(1),
     };
     // Deterministic pseudo-random inputs, away from the special ids at the ends of the vocabulary.
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -137,7 +144,38 @@ pub fn run(
         rates.push(((new_tokens - 1) * batch) as f64 / dt);
         totals.push((new_tokens * batch) as f64 / (dt + ttft.last().expect("pushed above")));
     }
+    // Exactly `new_tokens` steps through the decoding loop, greedy and (optionally) beam search.
+    let timed = |s: &mut Session, strategy: Strategy| -> quill::Result<f64> {
+        let o = GenerateOptions {
+            strategy,
+            max_new_tokens: new_tokens,
+            min_new_tokens: new_tokens,
+            ..Default::default()
+        };
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            generate(s, &refs, &o, None, None)?;
+            v.push(t.elapsed().as_secs_f64() * 1e3 / new_tokens as f64);
+        }
+        Ok(median(v))
+    };
+    let greedy_step_ms = timed(&mut s, Strategy::Greedy)?;
+    let beam_step_ms = if beams > 1 {
+        Some(timed(
+            &mut s,
+            Strategy::Beam(BeamOptions {
+                beams,
+                ..Default::default()
+            }),
+        )?)
+    } else {
+        None
+    };
     Ok(BenchResult {
+        beams,
+        beam_step_ms,
+        greedy_step_ms,
         model: path.display().to_string(),
         arch: model.arch().as_str().to_string(),
         isa: model.isa().name().to_string(),

@@ -81,6 +81,9 @@ enum Command {
         /// Timed repetitions (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Also time beam search with this many beams (per-step cost next to greedy's).
+        #[arg(long, default_value_t = 1)]
+        beams: usize,
     },
     /// Show a model file: architecture, config, tensors by dtype, parameters, bytes, alignment.
     Inspect {
@@ -204,8 +207,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             batch,
             threads,
             runs,
+            beams,
         } => {
-            let r = bench::run(&model, input_len, new_tokens, batch, threads, runs)?;
+            let r = bench::run(&model, input_len, new_tokens, batch, threads, runs, beams)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Info { json } => {

@@ -563,3 +563,65 @@ fn a_cancelled_handle_interrupts_prefill_between_layers() {
         );
     }
 }
+
+#[test]
+fn alignment_matches_transformers_cross_attention() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["marian", "bart", "t5"] {
+        let m = model(name, dir.path());
+        let g = json(name, "golden.json");
+        let a = json(name, "alignment.json");
+        let input = ids(&g["input_ids"]);
+        let o = GenerateOptions {
+            max_new_tokens: 8,
+            return_alignment: true,
+            ..options(&g, Strategy::Greedy)
+        };
+        let out = generate(&mut session(&m), &[&input], &o, None, None).unwrap();
+        let h = &out.outputs[0][0];
+        assert_eq!(h.ids, ids(&a["ids"]), "{name}");
+        assert_eq!(h.alignment.len(), h.ids.len());
+        for (t, (got, want)) in h
+            .alignment
+            .iter()
+            .zip(a["alignment"].as_array().unwrap())
+            .enumerate()
+        {
+            let want: Vec<f32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(got.len(), input.len());
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 1e-4, "{name} step {t}: alignment differs by {err}");
+        }
+        // Beam search carries each hypothesis' own alignment.
+        let o = GenerateOptions {
+            max_new_tokens: 8,
+            return_alignment: true,
+            ..options(
+                &g,
+                Strategy::Beam(BeamOptions {
+                    beams: 3,
+                    n_best: 3,
+                    ..Default::default()
+                }),
+            )
+        };
+        for h in &generate(&mut session(&m), &[&input], &o, None, None)
+            .unwrap()
+            .outputs[0]
+        {
+            assert_eq!(h.alignment.len(), h.ids.len());
+            for row in &h.alignment {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+            }
+        }
+    }
+}

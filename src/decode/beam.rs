@@ -78,6 +78,8 @@ struct Beam {
     logprobs: Vec<f32>,
     /// Sum of log-probabilities.
     sum: f32,
+    /// Per id, the cross-attention alignment (when requested).
+    align: Vec<Vec<f32>>,
 }
 
 struct InputState {
@@ -143,6 +145,7 @@ pub(crate) fn run(
                 ids: Vec::new(),
                 logprobs: Vec::new(),
                 sum: 0.0,
+                align: Vec::new(),
             }],
             finished: Vec::new(),
             active: true,
@@ -154,6 +157,8 @@ pub(crate) fn run(
         _ => None,
     };
     // Rows of the current logits: (input, running beam index).
+    let align = o.return_alignment && ctx.decoder_start.is_some();
+    session.record_alignment(align);
     let mut rows: Vec<(usize, usize)> = (0..n).map(|i| (i, 0)).collect();
     if let (Begin::Fresh, Some(start)) = (&begin, ctx.decoder_start) {
         let slots: Vec<usize> = (0..n).map(|i| i * k).collect();
@@ -256,6 +261,9 @@ pub(crate) fn run(
                     let mut h = st.running[b].clone();
                     h.ids.push(tok);
                     h.logprobs.push(lp);
+                    if align {
+                        h.align.push(session.alignment(h.slot).to_vec());
+                    }
                     h.sum = acc;
                     let score = if beam_opts.is_some() { acc / norm } else { acc };
                     insert_finished(&mut st.finished, k, score, h);
@@ -296,11 +304,17 @@ pub(crate) fn run(
                 ids.push(tok);
                 let mut logprobs = parent.logprobs.clone();
                 logprobs.push(lp);
+                let mut alignment = parent.align.clone();
+                if align {
+                    // The parent's slot still holds the attention of the step that chose `tok`.
+                    alignment.push(session.alignment(parent.slot).to_vec());
+                }
                 new_running.push(Beam {
                     slot,
                     ids,
                     logprobs,
                     sum: acc,
+                    align: alignment,
                 });
             }
             st.running = new_running;
@@ -370,10 +384,12 @@ pub(crate) fn run(
                     ids: b.ids,
                     logprobs: b.logprobs,
                     score,
+                    alignment: b.align,
                 })
                 .collect()
         })
         .collect();
+    session.record_alignment(false);
     Ok(Generation { outputs, stopped })
 }
 

@@ -110,6 +110,9 @@ pub struct GenerateOptions {
     /// Generation of a hypothesis ends once its text contains one of these (needs the model's
     /// tokenizer).
     pub stop_strings: Vec<String>,
+    /// Return, for each generated token of a seq2seq model, its cross-attention weights over the
+    /// source tokens (last decoder layer, averaged over heads).
+    pub return_alignment: bool,
 }
 
 impl Default for GenerateOptions {
@@ -127,6 +130,7 @@ impl Default for GenerateOptions {
             eos_token_ids: Vec::new(),
             prefix: Vec::new(),
             stop_strings: Vec::new(),
+            return_alignment: false,
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct Hypothesis {
     pub logprobs: Vec<f32>,
     /// Sum of log-probabilities; for beam search, divided by `len^length_penalty`.
     pub score: f32,
+    /// With `return_alignment`: per generated id, its weights over the source tokens.
+    pub alignment: Vec<Vec<f32>>,
 }
 
 /// The result of a generation.

@@ -108,6 +108,9 @@ pub struct Session {
     logit_rows: usize,
     /// Checked between layers of long passes (prefill, encoder).
     cancel: Option<CancelHandle>,
+    /// Cross-attention alignment of the last step, `[slots][max_input_len]`, when recorded.
+    align: Vec<f32>,
+    align_on: bool,
 }
 
 impl Session {
@@ -250,7 +253,25 @@ impl Session {
             rel_span,
             logit_rows: 0,
             cancel: None,
+            align: Vec::new(),
+            align_on: false,
         })
+    }
+
+    /// Records the cross-attention alignment of every decoding step (seq2seq; the last decoder
+    /// layer's attention averaged over heads). Allocates its buffer once when first enabled.
+    pub fn record_alignment(&mut self, on: bool) {
+        self.align_on = on;
+        if on && self.align.is_empty() {
+            self.align = vec![0.0; self.slots * self.limits.max_input_len];
+        }
+    }
+
+    /// The alignment of the last step for `slot`: weights over the source tokens of its input.
+    pub(crate) fn alignment(&self, slot: usize) -> &[f32] {
+        let src = self.limits.max_input_len;
+        let n = self.src_len[self.input_of[slot]];
+        &self.align[slot * src..slot * src + n]
     }
 
     /// A handle whose cancellation interrupts this session's prefill and encoder passes between
@@ -924,9 +945,15 @@ impl Session {
                 pre_norm(m, norm, &b.x[..rows * d], &mut b.a[..rows * d]);
                 linear(m, &att.q, &b.a[..rows * d], rows, &mut b.q, &mut b.acts);
                 let src = self.limits.max_input_len;
+                // The last layer's attention, averaged over heads, is the alignment of the token
+                // these logits will choose (one row per slot during decoding steps).
+                let record = self.align_on && l + 1 == stack.layers.len();
                 for g in &self.groups {
                     let input = self.input_of[g.slot];
                     let n = self.src_len[input];
+                    if record {
+                        self.align[g.slot * src..(g.slot + 1) * src].fill(0.0);
+                    }
                     for h in 0..heads {
                         let base = (((l * self.limits.max_batch + input) * kv + h / group_size)
                             * src)
@@ -955,6 +982,10 @@ impl Session {
                                 &mut b.scores,
                                 &mut b.att[r * qd + h * hd..r * qd + (h + 1) * hd],
                             );
+                            if record && g.len == 1 {
+                                let dst = &mut self.align[g.slot * src..g.slot * src + n];
+                                (kern.axpy)(1.0 / heads as f32, &b.scores[..n], dst);
+                            }
                         }
                     }
                 }

@@ -51,6 +51,87 @@ typedef enum {
   QUILL_ERR_INTERNAL = 9,
 } quill_status;
 
+// An open model: immutable; any number of threads may use one `const quill_model*` at once
+// (open sessions, tokenize, read info). Free it with `quill_model_free` once no call uses it;
+// sessions keep what they need alive on their own.
+typedef struct quill_model quill_model;
+
+// The outcome of a generation: per input, hypotheses (best first) with ids, text and score.
+// Read-only: any number of threads may read one result.
+typedef struct quill_result quill_result;
+
+// A session: the KV cache and scratch of one user of a model. One thread at a time, except
+// `quill_session_cancel`, which any thread may call at any time.
+typedef struct quill_session quill_session;
+
+// Options for opening a model. Fill with `quill_model_default_params` first.
+typedef struct {
+  // `sizeof(quill_model_params)` as compiled by the caller.
+  size_t struct_size;
+  // Worker threads; 0 = one per available core.
+  uint32_t threads;
+  // Nonzero: read the file into memory instead of mapping it (immune to the file changing).
+  int32_t in_memory;
+} quill_model_params;
+
+// What a model is.
+typedef struct {
+  size_t struct_size;
+  // 0: seq2seq Transformer, 1: decoder-only Transformer, 2: LSTM seq2seq.
+  uint32_t arch;
+  uint32_t vocab_size;
+  uint32_t d_model;
+  uint32_t encoder_layers;
+  uint32_t decoder_layers;
+  uint32_t threads;
+  // Nonzero when the model file carries a tokenizer (text functions work).
+  int32_t has_tokenizer;
+  // Kernel level in use ("scalar", "avx2", "avx512", "neon"), a static string.
+  const char *isa;
+} quill_model_info;
+
+// Limits a session is sized for (all memory is allocated when it is created).
+typedef struct {
+  size_t struct_size;
+  uint32_t max_batch;
+  uint32_t max_input_len;
+  uint32_t max_new_tokens;
+  uint32_t beams;
+} quill_session_params;
+
+// Decoding options. Fill with `quill_generate_default_params` (which also applies the model's
+// own defaults when given the model), then change what you need.
+typedef struct {
+  size_t struct_size;
+  uint32_t max_new_tokens;
+  uint32_t min_new_tokens;
+  // 1: greedy or sampling; more: beam search.
+  uint32_t beams;
+  // Hypotheses returned per input (beam search).
+  uint32_t n_best;
+  float length_penalty;
+  // Nonzero: sample (temperature, top_k, top_p, min_p, seed).
+  int32_t sample;
+  float temperature;
+  uint32_t top_k;
+  float top_p;
+  float min_p;
+  uint64_t seed;
+  float repetition_penalty;
+  uint32_t no_repeat_ngram_size;
+} quill_generate_params;
+
+// Streaming callback: input `input` gained the final tokens `ids[0..n_ids]`; for text
+// generation `text[0..text_len]` is the text they add (UTF-8, not NUL-terminated, possibly
+// empty), else `text` is NULL. Return 0 to continue, anything else to stop the generation.
+// Called on the generating thread.
+typedef int32_t (*quill_stream_fn)(void *user,
+                                   size_t input,
+                                   const uint32_t *ids,
+                                   size_t n_ids,
+                                   const char *text,
+                                   size_t text_len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -74,6 +155,214 @@ const char *quill_status_str(int status);
 // The message of the last failed call on the calling thread ("" if none). The pointer stays
 // valid until the next failing quill call on the same thread; copy it to keep it.
 const char *quill_last_error(void);
+
+// Fills `params` with the defaults (threads 0 = all cores, mapped file). Any thread.
+quill_status quill_model_default_params(quill_model_params *params);
+
+// Opens the model file `path` (UTF-8). On success `*out` is a new model (free it with
+// `quill_model_free`). Any thread.
+//
+// # Safety
+// `path` is a NUL-terminated string; `params` is NULL (defaults) or initialized by
+// `quill_model_default_params`; `out` points at writable storage.
+quill_status quill_model_open(const char *path,
+                              const quill_model_params *params,
+                              quill_model **out);
+
+// Opens a model from `len` bytes at `data` (Android assets, iOS bundles) without copying them
+// where they are 64-byte aligned. The bytes must stay valid and unchanged until the model and
+// every session made from it are freed. Any thread.
+//
+// # Safety
+// As above; `params` and `out` as for `quill_model_open`.
+quill_status quill_model_open_memory(const uint8_t *data,
+                                     size_t len,
+                                     const quill_model_params *params,
+                                     quill_model **out);
+
+// Frees a model (NULL is fine). No call may be using it; sessions stay valid.
+//
+// # Safety
+// `model` is NULL or came from `quill_model_open*` and was not freed yet.
+void quill_model_free(quill_model *model);
+
+// Describes `model` in `*info` (set `info->struct_size` first). Any thread.
+//
+// # Safety
+// `model` is a live model; `info` points at a `quill_model_info` whose `struct_size` is set.
+quill_status quill_model_info_get(const quill_model *model, quill_model_info *info);
+
+// Fills `params` with session defaults (1 sequence, 512 input tokens, 256 new tokens, 1 beam).
+quill_status quill_session_default_params(quill_session_params *params);
+
+// Creates a session for `model` sized by `params` (NULL: defaults). Free with
+// `quill_session_free`. Any thread; the session then belongs to one thread at a time.
+//
+// # Safety
+// `model` is a live model; `params` NULL or initialized; `out` writable.
+quill_status quill_session_new(const quill_model *model,
+                               const quill_session_params *params,
+                               quill_session **out);
+
+// Frees a session (NULL is fine).
+//
+// # Safety
+// `session` is NULL or a live session no other call is using.
+void quill_session_free(quill_session *session);
+
+// Asks the generation running on `session` (on another thread) to stop; it returns within
+// one decoding step (or one layer of a prefill) with what it produced and the result's
+// `stopped` flag set. The request is cleared when the next generation starts. Any thread, at
+// any time while the session is alive.
+//
+// # Safety
+// `session` is a live session.
+quill_status quill_session_cancel(const quill_session *session);
+
+// Text → token ids with the model's tokenizer (`add_special` applies its post-processor). Writes
+// up to `capacity` ids to `ids` and the count to `*n_ids`; if they do not fit, returns
+// `QUILL_ERR_BUFFER_TOO_SMALL` with the needed count in `*n_ids` (`ids` may be NULL then).
+// Any thread.
+//
+// # Safety
+// `text` NUL-terminated; `ids` writable for `capacity` ids (or NULL with capacity 0); `n_ids`
+// writable.
+quill_status quill_tokenize(const quill_model *model,
+                            const char *text,
+                            int32_t add_special,
+                            uint32_t *ids,
+                            size_t capacity,
+                            size_t *n_ids);
+
+// Token ids → UTF-8 text (with the target tokenizer when the model has two), NUL-terminated,
+// into `buf` of `capacity` bytes; `*len` receives the text length without the NUL. If it does
+// not fit, `QUILL_ERR_BUFFER_TOO_SMALL` and the needed length (without the NUL) in `*len`.
+// Any thread.
+//
+// # Safety
+// `ids` readable for `n` ids; `buf` writable for `capacity` bytes (or NULL with 0); `len`
+// writable.
+quill_status quill_detokenize(const quill_model *model,
+                              const uint32_t *ids,
+                              size_t n,
+                              int32_t skip_special,
+                              char *buf,
+                              size_t capacity,
+                              size_t *len);
+
+// Fills `params` with decoding defaults: the model's own (`quill.generation`) when `model` is
+// not NULL, else greedy with 256 new tokens.
+//
+// # Safety
+// `model` NULL or live; `params` writable.
+quill_status quill_generate_default_params(const quill_model *model, quill_generate_params *params);
+
+// Generates from `n` UTF-8 texts (source sentences or prompts). On success `*out` is a new
+// result (free with `quill_result_free`). `callback` (may be NULL) streams final tokens and
+// their text. The session's thread only.
+//
+// # Safety
+// `texts` holds `n` NUL-terminated strings; `params` NULL or initialized; `out` writable.
+quill_status quill_generate_text(quill_session *session,
+                                 const char *const *texts,
+                                 size_t n,
+                                 const quill_generate_params *params,
+                                 quill_stream_fn callback,
+                                 void *user,
+                                 quill_result **out);
+
+// Generates from `n` token-id sequences (`inputs[i]` of `lens[i]` ids). As
+// `quill_generate_text`, without text.
+//
+// # Safety
+// `inputs[i]` readable for `lens[i]` ids; other pointers as for `quill_generate_text`.
+quill_status quill_generate_ids(quill_session *session,
+                                const uint32_t *const *inputs,
+                                const size_t *lens,
+                                size_t n,
+                                const quill_generate_params *params,
+                                quill_stream_fn callback,
+                                void *user,
+                                quill_result **out);
+
+// Number of inputs in a result (0 for NULL).
+//
+// # Safety
+// `result` NULL or live.
+size_t quill_result_inputs(const quill_result *result);
+
+// Number of hypotheses of input `input` (0 when out of range).
+//
+// # Safety
+// `result` NULL or live.
+size_t quill_result_hypotheses(const quill_result *result, size_t input);
+
+// Nonzero when the generation was stopped (cancelled or by the callback) before its end.
+//
+// # Safety
+// `result` NULL or live.
+int32_t quill_result_stopped(const quill_result *result);
+
+// The ids of hypothesis `h` of input `input`: `*ids` points into the result (valid until it is
+// freed), `*n` is their count.
+//
+// # Safety
+// `result` live; `ids` and `n` writable.
+quill_status quill_result_ids(const quill_result *result,
+                              size_t input,
+                              size_t h,
+                              const uint32_t **ids,
+                              size_t *n);
+
+// The text of hypothesis `h` of input `input` (NUL-terminated UTF-8 owned by the result), or
+// `QUILL_ERR_INVALID_ARGUMENT` for a generation from ids.
+//
+// # Safety
+// `result` live; `text` writable.
+quill_status quill_result_text(const quill_result *result,
+                               size_t input,
+                               size_t h,
+                               const char **text);
+
+// The score of hypothesis `h` of input `input` (sum of log-probabilities; length-normalized
+// under beam search).
+//
+// # Safety
+// `result` live; `score` writable.
+quill_status quill_result_score(const quill_result *result, size_t input, size_t h, float *score);
+
+// Frees a result (NULL is fine).
+//
+// # Safety
+// `result` NULL or live and not used by any other call.
+void quill_result_free(quill_result *result);
+
+// Low level: starts `n` inputs (seq2seq: encodes them; decoder-only: prefills the prompts,
+// after which `quill_session_logits` holds one row per input). The session's thread only.
+//
+// # Safety
+// As for `quill_generate_ids`.
+quill_status quill_session_start(quill_session *session,
+                                 const uint32_t *const *inputs,
+                                 const size_t *lens,
+                                 size_t n);
+
+// Low level: appends `tokens[i]` to sequence `i` for every started sequence (`n` = their
+// number) and computes the next logits. The session's thread only.
+//
+// # Safety
+// `tokens` readable for `n` ids.
+quill_status quill_session_step(quill_session *session, const uint32_t *tokens, size_t n);
+
+// Low level: the latest logits, `*rows` × `*vocab` floats at `*logits`, valid until the next
+// call on the session. The session's thread only.
+//
+// # Safety
+// `session` live; the out pointers writable.
+quill_status quill_session_logits(quill_session *session,
+                                  const float **logits,
+                                  size_t *rows,
+                                  size_t *vocab);
 
 #ifdef __cplusplus
 }  // extern "C"

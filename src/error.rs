@@ -47,6 +47,10 @@ pub enum Error {
     InvalidArgument(String),
     /// The work was cancelled through a `CancelHandle`.
     Cancelled,
+    /// A caller's buffer is too small; the size it needs (elements or bytes).
+    BufferTooSmall(usize),
+    /// This build lacks a feature the call needs.
+    Unsupported(String),
 }
 
 impl Error {
@@ -116,6 +120,8 @@ impl fmt::Display for Error {
             } => write!(f, "tensor `{tensor}`: expected {expected}, found {found}"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Cancelled => write!(f, "cancelled"),
+            Error::BufferTooSmall(n) => write!(f, "buffer too small: {n} needed"),
+            Error::Unsupported(m) => write!(f, "unsupported: {m}"),
         }
     }
 }

@@ -1,0 +1,244 @@
+/* The C API end to end, compiled against libquill.so and libquill.a by tests/c_api.rs.
+ *
+ *   test_api MODEL.quill "SOURCE TEXT" EXPECTED_GREEDY_IDS(comma-separated)
+ *
+ * Exits 0 when every check passes; prints the first failure otherwise. */
+#include <quill.h>
+
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ABI discipline: layouts are fixed once shipped (fields are only appended). */
+_Static_assert(offsetof(quill_model_params, struct_size) == 0, "struct_size first");
+_Static_assert(offsetof(quill_session_params, struct_size) == 0, "struct_size first");
+_Static_assert(offsetof(quill_generate_params, struct_size) == 0, "struct_size first");
+_Static_assert(offsetof(quill_model_info, struct_size) == 0, "struct_size first");
+_Static_assert(sizeof(quill_model_params) == 16, "quill_model_params layout");
+_Static_assert(sizeof(quill_session_params) == 24, "quill_session_params layout");
+_Static_assert(offsetof(quill_generate_params, seed) == 48, "quill_generate_params layout");
+_Static_assert(sizeof(quill_generate_params) == 64, "quill_generate_params layout");
+_Static_assert(offsetof(quill_model_info, isa) == 40, "quill_model_info layout");
+_Static_assert(QUILL_OK == 0 && QUILL_ERR_CANCELLED == 8 && QUILL_ERR_INTERNAL == 9, "status values never change");
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                          \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
+      fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);    \
+      fprintf(stderr, __VA_ARGS__);                                               \
+      fprintf(stderr, " (last error: %s)\n", quill_last_error());                 \
+      failures++;                                                                 \
+    }                                                                             \
+  } while (0)
+#define OK(call) CHECK((call) == QUILL_OK, "%s", #call)
+
+static size_t parse_ids(const char *s, uint32_t *out, size_t cap) {
+  size_t n = 0;
+  while (*s && n < cap) {
+    out[n++] = (uint32_t)strtoul(s, (char **)&s, 10);
+    if (*s == ',') s++;
+  }
+  return n;
+}
+
+struct stream_state {
+  char text[4096];
+  size_t len;
+  size_t tokens;
+  quill_session *cancel_session; /* cancel after 3 tokens when set */
+};
+
+static int32_t on_tokens(void *user, size_t input, const uint32_t *ids, size_t n_ids, const char *text,
+                         size_t text_len) {
+  struct stream_state *st = user;
+  (void)ids;
+  if (input != 0) return 0;
+  st->tokens += n_ids;
+  if (text && st->len + text_len < sizeof st->text) {
+    memcpy(st->text + st->len, text, text_len);
+    st->len += text_len;
+    st->text[st->len] = 0;
+  }
+  if (st->cancel_session && st->tokens >= 3) quill_session_cancel(st->cancel_session);
+  return 0;
+}
+
+static int32_t stop_after_two(void *user, size_t input, const uint32_t *ids, size_t n, const char *t, size_t l) {
+  (void)input; (void)ids; (void)t; (void)l;
+  size_t *count = user;
+  *count += n;
+  return *count >= 2;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s MODEL TEXT EXPECTED_IDS\n", argv[0]);
+    return 2;
+  }
+  const char *path = argv[1], *text = argv[2];
+  uint32_t expected[256];
+  size_t n_expected = parse_ids(argv[3], expected, 256);
+
+  /* Versions: the header and the library agree. */
+  CHECK(quill_abi_version() == QUILL_ABI_VERSION, "abi");
+  CHECK(quill_version_number() == QUILL_VERSION_NUMBER, "version number");
+  CHECK(strcmp(quill_status_str(QUILL_ERR_FORMAT), "QUILL_ERR_FORMAT") == 0, "status name");
+  CHECK(strcmp(quill_status_str(12345), "QUILL_ERR_UNKNOWN") == 0, "unknown status name");
+
+  /* Open, with explicit params. */
+  quill_model_params mp;
+  OK(quill_model_default_params(&mp));
+  mp.threads = 1;
+  quill_model *model = NULL;
+  OK(quill_model_open(path, &mp, &model));
+  if (!model) return 1;
+  quill_model_info info = {.struct_size = sizeof info};
+  OK(quill_model_info_get(model, &info));
+  CHECK(info.arch == 0 && info.vocab_size == 1000 && info.has_tokenizer && info.threads == 1, "info");
+  CHECK(info.isa && strlen(info.isa) > 0, "isa name");
+
+  /* Tokenize into a buffer, with a size query first. */
+  size_t n_ids = 0;
+  CHECK(quill_tokenize(model, text, 1, NULL, 0, &n_ids) == QUILL_ERR_BUFFER_TOO_SMALL, "size query");
+  CHECK(n_ids > 0, "needed size reported");
+  uint32_t ids[256];
+  OK(quill_tokenize(model, text, 1, ids, 256, &n_ids));
+  char back[1024];
+  size_t back_len = 0;
+  CHECK(quill_detokenize(model, ids, n_ids, 1, back, 4, &back_len) == QUILL_ERR_BUFFER_TOO_SMALL, "small text buffer");
+  OK(quill_detokenize(model, ids, n_ids, 1, back, sizeof back, &back_len));
+  CHECK(back_len == strlen(back), "length without NUL");
+
+  /* Greedy from ids: the transformers golden. */
+  quill_session_params sp;
+  OK(quill_session_default_params(&sp));
+  sp.max_batch = 2;
+  sp.max_input_len = 64;
+  sp.max_new_tokens = 32;
+  sp.beams = 4;
+  quill_session *session = NULL;
+  OK(quill_session_new(model, &sp, &session));
+  quill_generate_params gp;
+  OK(quill_generate_default_params(model, &gp));
+  gp.max_new_tokens = 24;
+  const uint32_t *inputs[3] = {ids, ids, ids};
+  size_t lens[3] = {n_ids, n_ids - 3, n_ids};
+  quill_result *r = NULL;
+  OK(quill_generate_ids(session, inputs, lens, 1, &gp, NULL, NULL, &r));
+  const uint32_t *out_ids = NULL;
+  size_t n_out = 0;
+  OK(quill_result_ids(r, 0, 0, &out_ids, &n_out));
+  CHECK(n_out == n_expected && memcmp(out_ids, expected, n_out * sizeof *out_ids) == 0, "greedy ids equal the golden");
+  const char *t = NULL;
+  CHECK(quill_result_text(r, 0, 0, &t) == QUILL_ERR_INVALID_ARGUMENT, "an ids result has no text");
+  quill_result_free(r);
+
+  /* Text in, text out, streamed: the pieces add up to the result's text. */
+  struct stream_state st = {0};
+  const char *texts[1] = {text};
+  OK(quill_generate_text(session, texts, 1, &gp, on_tokens, &st, &r));
+  OK(quill_result_text(r, 0, 0, &t));
+  CHECK(strcmp(t, st.text) == 0, "streamed '%s' vs result '%s'", st.text, t);
+  CHECK(!quill_result_stopped(r), "not stopped");
+  quill_result_free(r);
+
+  /* Beam search with n-best, and a batch of two. */
+  gp.beams = 4;
+  gp.n_best = 2;
+  OK(quill_generate_ids(session, inputs, lens, 2, &gp, NULL, NULL, &r));
+  CHECK(quill_result_inputs(r) == 2 && quill_result_hypotheses(r, 0) == 2, "2 inputs x 2 hypotheses");
+  float s0 = 0, s1 = 0;
+  OK(quill_result_score(r, 0, 0, &s0));
+  OK(quill_result_score(r, 0, 1, &s1));
+  CHECK(s0 >= s1, "best first: %f %f", s0, s1);
+  quill_result_free(r);
+
+  /* Seeded sampling is reproducible. */
+  gp.beams = 1;
+  gp.sample = 1;
+  gp.seed = 42;
+  gp.top_k = 20;
+  quill_result *a = NULL, *b = NULL;
+  OK(quill_generate_ids(session, inputs, lens, 1, &gp, NULL, NULL, &a));
+  OK(quill_generate_ids(session, inputs, lens, 1, &gp, NULL, NULL, &b));
+  const uint32_t *ia, *ib;
+  size_t na, nb;
+  OK(quill_result_ids(a, 0, 0, &ia, &na));
+  OK(quill_result_ids(b, 0, 0, &ib, &nb));
+  CHECK(na == nb && memcmp(ia, ib, na * sizeof *ia) == 0, "same seed, same ids");
+  quill_result_free(a);
+  quill_result_free(b);
+  gp.sample = 0;
+
+  /* A callback can stop; a cancel from the callback's thread stops too. */
+  size_t count = 0;
+  OK(quill_generate_ids(session, inputs, lens, 1, &gp, stop_after_two, &count, &r));
+  CHECK(quill_result_stopped(r), "stopped by the callback");
+  quill_result_free(r);
+  struct stream_state cst = {.cancel_session = session};
+  OK(quill_generate_text(session, texts, 1, &gp, on_tokens, &cst, &r));
+  CHECK(quill_result_stopped(r) && cst.tokens <= 4, "cancelled after %zu tokens", cst.tokens);
+  quill_result_free(r);
+
+  /* Low level: start, step, logits. */
+  OK(quill_session_start(session, inputs, lens, 1));
+  uint32_t start = 999;
+  OK(quill_session_step(session, &start, 1));
+  const float *logits = NULL;
+  size_t rows = 0, vocab = 0;
+  OK(quill_session_logits(session, &logits, &rows, &vocab));
+  CHECK(rows == 1 && vocab == 1000 && logits != NULL, "logits shape");
+
+  /* Open from memory (64-byte aligned buffer: zero copy). */
+  FILE *f = fopen(path, "rb");
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *buf = aligned_alloc(64, ((size_t)size + 63) / 64 * 64);
+  CHECK(fread(buf, 1, (size_t)size, f) == (size_t)size, "read the model");
+  fclose(f);
+  quill_model *m2 = NULL;
+  OK(quill_model_open_memory(buf, (size_t)size, NULL, &m2));
+  quill_model_info info2 = {.struct_size = sizeof info2};
+  OK(quill_model_info_get(m2, &info2));
+  CHECK(info2.vocab_size == 1000, "memory model");
+  quill_model_free(m2);
+  free(buf);
+
+  /* Bad input: a status and a message, never a crash. */
+  quill_model *bad = NULL;
+  CHECK(quill_model_open(NULL, NULL, &bad) == QUILL_ERR_INVALID_ARGUMENT && strlen(quill_last_error()) > 0, "NULL path");
+  CHECK(quill_model_open("/nonexistent/model.quill", NULL, &bad) == QUILL_ERR_IO, "missing file");
+  CHECK(quill_model_open(argv[0], NULL, &bad) != QUILL_OK && bad == NULL, "not a model: %s", quill_last_error());
+  CHECK(quill_tokenize(model, "\xff\xfe", 1, ids, 256, &n_ids) == QUILL_ERR_INVALID_ARGUMENT, "invalid UTF-8");
+  uint32_t far = 123456;
+  CHECK(quill_detokenize(model, &far, 1, 1, back, sizeof back, &back_len) == QUILL_ERR_INVALID_ARGUMENT, "id out of range");
+  quill_session_params small = sp;
+  small.struct_size = 8;
+  quill_session *s2 = NULL;
+  CHECK(quill_session_new(model, &small, &s2) == QUILL_ERR_INVALID_ARGUMENT, "wrong struct_size");
+  small = sp;
+  small.max_batch = 0;
+  CHECK(quill_session_new(model, &small, &s2) == QUILL_ERR_INVALID_ARGUMENT && s2 == NULL, "zero batch");
+  CHECK(quill_generate_ids(NULL, inputs, lens, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "NULL session");
+  CHECK(quill_generate_ids(session, inputs, lens, 3, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "batch above the limit");
+  gp.max_new_tokens = 0;
+  CHECK(quill_generate_ids(session, inputs, lens, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "zero new tokens");
+  CHECK(quill_result_ids(NULL, 0, 0, &out_ids, &n_out) == QUILL_ERR_INVALID_ARGUMENT, "NULL result");
+  CHECK(quill_session_cancel(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL cancel");
+  quill_model_free(NULL);
+  quill_session_free(NULL);
+  quill_result_free(NULL);
+
+  quill_session_free(session);
+  quill_model_free(model);
+  if (failures) {
+    fprintf(stderr, "%d checks failed\n", failures);
+    return 1;
+  }
+  printf("C API: all checks passed\n");
+  return 0;
+}

@@ -6,7 +6,14 @@
 
 use std::path::PathBuf;
 
+/// The ABI major version: the shared library's SONAME is `libquill.so.<ABI>`. Keep in step with
+/// `QUILL_ABI_VERSION` in src/ffi/mod.rs (tests/c_api.rs checks both).
+const ABI: u32 = 1;
+
 fn main() {
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libquill.so.{ABI}");
+    }
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=src/ffi/mod.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");

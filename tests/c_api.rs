@@ -105,10 +105,16 @@ fn compile_and_run(dir: &Path, model: &Path, static_link: bool) {
         cc.arg(libs.join("libquill.a"))
             .args(["-lpthread", "-ldl", "-lm"]);
     } else {
+        // The library's SONAME is libquill.so.<ABI>, as an installation names it.
+        let run_dir = dir.join("lib");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let soname = run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION));
+        let _ = std::fs::remove_file(&soname);
+        std::os::unix::fs::symlink(libs.join("libquill.so"), &soname).unwrap();
         cc.arg("-L")
             .arg(&libs)
             .arg("-lquill")
-            .arg(format!("-Wl,-rpath,{}", libs.display()));
+            .arg(format!("-Wl,-rpath,{}", run_dir.display()));
     }
     let out = cc.output().unwrap();
     assert!(
@@ -212,5 +218,24 @@ fn exported_symbols_are_the_append_only_list() {
     assert_eq!(
         exported, sorted,
         "new exported symbols must be appended to tests/c/symbols.txt"
+    );
+}
+
+#[test]
+fn shared_library_soname_carries_the_abi_major() {
+    if !have("readelf") {
+        eprintln!("skipped: no readelf");
+        return;
+    }
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(lib_dir().join("libquill.so"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("[libquill.so.{}]", quill::ffi::QUILL_ABI_VERSION);
+    assert!(
+        text.contains("SONAME") && text.contains(&want),
+        "no SONAME {want} in:\n{text}"
     );
 }

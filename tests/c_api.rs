@@ -87,18 +87,23 @@ fn golden_ids() -> (String, String) {
     (text, ids)
 }
 
-fn compile_and_run(dir: &Path, model: &Path, static_link: bool) {
-    let exe = dir.join(if static_link {
-        "test_api_static"
-    } else {
-        "test_api_shared"
-    });
+/// Compiles `tests/c/<src>` with `compiler` and `flags` against the shared or static library.
+fn build_c(
+    dir: &Path,
+    src: &str,
+    exe_name: &str,
+    compiler: &str,
+    flags: &[&str],
+    static_link: bool,
+) -> PathBuf {
+    let exe = dir.join(exe_name);
     let libs = lib_dir();
-    let mut cc = Command::new("cc");
-    cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
-        .arg("-I")
-        .arg(root().join("include"));
-    cc.arg(root().join("tests/c/test_api.c"))
+    let mut cc = Command::new(compiler);
+    cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+        .args(flags);
+    cc.arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join("tests/c").join(src))
         .arg("-o")
         .arg(&exe);
     if static_link {
@@ -119,15 +124,13 @@ fn compile_and_run(dir: &Path, model: &Path, static_link: bool) {
     let out = cc.output().unwrap();
     assert!(
         out.status.success(),
-        "cc failed:\n{}",
+        "{compiler} {src} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (text, ids) = golden_ids();
-    let valgrind = std::env::var("QUILL_VALGRIND").is_ok_and(|v| v == "1");
-    assert!(
-        !valgrind || have("valgrind"),
-        "QUILL_VALGRIND=1 but valgrind is not installed"
-    );
+    exe
+}
+
+fn run_c(exe: &Path, args: &[&std::ffi::OsStr], valgrind: bool) {
     let mut run = if valgrind {
         let mut c = Command::new("valgrind");
         c.args([
@@ -136,25 +139,38 @@ fn compile_and_run(dir: &Path, model: &Path, static_link: bool) {
             "--errors-for-leak-kinds=definite",
             "-q",
         ])
-        .arg(&exe);
+        .arg(exe);
         c
     } else {
-        Command::new(&exe)
+        Command::new(exe)
     };
+    // valgrind does not know AVX-512: the C tests run the AVX2 kernels everywhere.
     let out = run
-        .arg(model)
-        .arg(&text)
-        .arg(&ids)
+        .args(args)
         .env("QUILL_FORCE_ISA", "avx2")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{} (static={static_link}, valgrind={valgrind}) failed:\n{}\n{}",
+        "{} (valgrind={valgrind}) failed:\n{}\n{}",
         exe.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn marian(dir: &Path) -> PathBuf {
+    let model = dir.join("marian.quill");
+    if !model.exists() {
+        convert_hf(
+            &root().join("tests/fixtures/hf/marian"),
+            &model,
+            &ConvertOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    }
+    model
 }
 
 #[test]
@@ -164,23 +180,86 @@ fn c_test_suite_passes_against_shared_and_static_libraries() {
         eprintln!("skipped: no C compiler");
         return;
     }
-    let libs = lib_dir();
-    assert!(
-        libs.join("libquill.so").exists() && libs.join("libquill.a").exists(),
-        "libraries not built in {}",
-        libs.display()
-    );
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("marian.quill");
-    convert_hf(
-        &root().join("tests/fixtures/hf/marian"),
-        &model,
-        &ConvertOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
-    compile_and_run(dir.path(), &model, false);
-    compile_and_run(dir.path(), &model, true);
+    let model = marian(dir.path());
+    let (text, ids) = golden_ids();
+    let valgrind = std::env::var("QUILL_VALGRIND").is_ok_and(|v| v == "1");
+    assert!(
+        !valgrind || have("valgrind"),
+        "QUILL_VALGRIND=1 but valgrind is not installed"
+    );
+    let args = [model.as_os_str(), text.as_ref(), ids.as_ref()];
+    for static_link in [false, true] {
+        let name = if static_link {
+            "test_api_static"
+        } else {
+            "test_api_shared"
+        };
+        let exe = build_c(dir.path(), "test_api.c", name, "cc", &[], static_link);
+        run_c(&exe, &args, valgrind);
+    }
+}
+
+#[test]
+fn eight_threads_with_their_own_sessions_match_a_sequential_run() {
+    if !have("cc") {
+        assert!(std::env::var("CI").is_err(), "CI must have a C compiler");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = marian(dir.path());
+    let exe = build_c(
+        dir.path(),
+        "test_threads.c",
+        "test_threads",
+        "cc",
+        &[],
+        false,
+    );
+    run_c(&exe, &[model.as_os_str()], false);
+    // And under AddressSanitizer (Debian: clang + libclang-rt-14-dev), required in CI.
+    let asan = have("clang") && {
+        let probe = dir.path().join("probe.c");
+        std::fs::write(&probe, "int main(void){return 0;}").unwrap();
+        Command::new("clang")
+            .args(["-fsanitize=address"])
+            .arg(&probe)
+            .arg("-o")
+            .arg(dir.path().join("probe"))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !asan {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have clang with AddressSanitizer"
+        );
+        eprintln!("skipped the AddressSanitizer run: no clang with ASan runtime");
+        return;
+    }
+    let exe = build_c(
+        dir.path(),
+        "test_threads.c",
+        "test_threads_asan",
+        "clang",
+        &["-fsanitize=address", "-fno-omit-frame-pointer"],
+        false,
+    );
+    run_c(&exe, &[model.as_os_str()], false);
+    let exe = build_c(
+        dir.path(),
+        "test_api.c",
+        "test_api_asan",
+        "clang",
+        &["-fsanitize=address,undefined", "-fno-omit-frame-pointer"],
+        false,
+    );
+    let (text, ids) = golden_ids();
+    run_c(
+        &exe,
+        &[model.as_os_str(), text.as_ref(), ids.as_ref()],
+        false,
+    );
 }
 
 #[test]

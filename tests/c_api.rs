@@ -318,3 +318,162 @@ fn shared_library_soname_carries_the_abi_major() {
         "no SONAME {want} in:\n{text}"
     );
 }
+
+/// The expected ids of the shared end-to-end cases, computed through the Rust API, as
+/// `name:id,id,...` lines for the other languages' tests.
+fn expected_cases(dir: &Path, model: &Path) -> (PathBuf, String) {
+    use quill::decode::{BeamOptions, GenerateOptions, SampleOptions, Strategy, generate};
+    let (text, _) = golden_ids();
+    let m = quill::Model::open(
+        model,
+        &quill::OpenOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids = m.tokenizer().unwrap().encode(&text, true).unwrap();
+    let mut s = quill::Session::new(
+        &m,
+        quill::Limits {
+            max_batch: 2,
+            max_input_len: 64,
+            max_new_tokens: 32,
+            beams: 4,
+        },
+    )
+    .unwrap();
+    let base = GenerateOptions {
+        max_new_tokens: 24,
+        ..GenerateOptions::model_defaults(&m).unwrap()
+    };
+    let run = |s: &mut quill::Session, inputs: &[&[u32]], strategy: Strategy| {
+        generate(
+            s,
+            inputs,
+            &GenerateOptions {
+                strategy,
+                ..base.clone()
+            },
+            None,
+            None,
+        )
+        .unwrap()
+        .outputs
+    };
+    let join = |v: &[u32]| {
+        v.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut lines = vec![format!("tokenize:{}", join(&ids))];
+    let g = run(&mut s, &[&ids], Strategy::Greedy);
+    lines.push(format!("greedy:{}", join(&g[0][0].ids)));
+    let b = run(
+        &mut s,
+        &[&ids],
+        Strategy::Beam(BeamOptions {
+            beams: 4,
+            n_best: 2,
+            ..Default::default()
+        }),
+    );
+    lines.push(format!("beam0:{}", join(&b[0][0].ids)));
+    lines.push(format!("beam1:{}", join(&b[0][1].ids)));
+    let sm = run(
+        &mut s,
+        &[&ids],
+        Strategy::Sample(SampleOptions {
+            top_k: 50,
+            seed: 7,
+            ..Default::default()
+        }),
+    );
+    lines.push(format!("sample:{}", join(&sm[0][0].ids)));
+    let short = &ids[..ids.len() - 3];
+    let bt = run(&mut s, &[&ids, short], Strategy::Greedy);
+    lines.push(format!("batch0:{}", join(&bt[0][0].ids)));
+    lines.push(format!("batch1:{}", join(&bt[1][0].ids)));
+    let path = dir.join("expected.txt");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    (path, text)
+}
+
+#[test]
+fn cpp_binding_gives_the_same_ids() {
+    if !have("c++") {
+        assert!(std::env::var("CI").is_err(), "CI must have a C++ compiler");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = marian(dir.path());
+    let (expected, text) = expected_cases(dir.path(), &model);
+    let libs = lib_dir();
+    let exe = dir.path().join("test_quill_cpp");
+    let run_dir = dir.path().join("lib");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::os::unix::fs::symlink(
+        libs.join("libquill.so"),
+        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
+    )
+    .unwrap();
+    let out = Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg("-I")
+        .arg(root().join("bindings/cpp"))
+        .arg(root().join("bindings/cpp/test_quill.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&libs)
+        .arg("-lquill")
+        .arg(format!("-Wl,-rpath,{}", run_dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "c++ failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_c(
+        &exe,
+        &[model.as_os_str(), expected.as_os_str(), text.as_ref()],
+        false,
+    );
+}
+
+#[test]
+fn python_binding_gives_the_same_ids() {
+    let ok = Command::new("python3")
+        .args(["-c", "import pytest"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(std::env::var("CI").is_err(), "CI must install pytest");
+        eprintln!("skipped: no python3 with pytest");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = marian(dir.path());
+    let (expected, text) = expected_cases(dir.path(), &model);
+    let out = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root().join("bindings/python/tests"))
+        .env("PYTHONPATH", root().join("bindings/python"))
+        .env("QUILL_LIBRARY", lib_dir().join("libquill.so"))
+        .env("QUILL_TEST_MODEL", &model)
+        .env("QUILL_EXPECTED", &expected)
+        .env("QUILL_TEST_TEXT", &text)
+        .env("QUILL_FORCE_ISA", "avx2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pytest failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

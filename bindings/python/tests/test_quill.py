@@ -1,0 +1,71 @@
+"""The shared end-to-end cases through the Python binding (run by tests/c_api.rs, or by hand:
+QUILL_LIBRARY=... QUILL_TEST_MODEL=... QUILL_EXPECTED=... QUILL_TEST_TEXT=... pytest)."""
+import os
+
+import pytest
+
+import quill
+
+MODEL = os.environ["QUILL_TEST_MODEL"]
+TEXT = os.environ["QUILL_TEST_TEXT"]
+EXPECTED = dict(line.split(":", 1) for line in open(os.environ["QUILL_EXPECTED"]).read().splitlines())
+
+
+def ids(name):
+    return [int(x) for x in EXPECTED[name].split(",") if x]
+
+
+@pytest.fixture(scope="module")
+def model():
+    with quill.Model(MODEL, threads=1) as m:
+        yield m
+
+
+def test_open_and_info(model):
+    info = model.info
+    assert info["arch"] == "seq2seq" and info["vocab_size"] == 1000 and info["has_tokenizer"]
+
+
+def test_tokenize_roundtrip(model):
+    assert model.tokenize(TEXT) == ids("tokenize")
+    assert isinstance(model.detokenize(ids("greedy")), str)
+
+
+def test_greedy_beam_sample_batch(model):
+    s = model.session(max_batch=2, max_input_len=64, max_new_tokens=32, beams=4)
+    src = ids("tokenize")
+    assert s.generate([src], max_new_tokens=24)[0][0].ids == ids("greedy")
+    beam = s.generate([src], max_new_tokens=24, beams=4, n_best=2)[0]
+    assert [h.ids for h in beam] == [ids("beam0"), ids("beam1")]
+    assert beam[0].score >= beam[1].score
+    assert s.generate([src], max_new_tokens=24, sample=True, seed=7, top_k=50)[0][0].ids == ids("sample")
+    batch = s.generate([src, src[:-3]], max_new_tokens=24)
+    assert [b[0].ids for b in batch] == [ids("batch0"), ids("batch1")]
+
+
+def test_streaming_adds_up(model):
+    s = model.session(max_input_len=64, max_new_tokens=32)
+    pieces = list(s.stream(TEXT, max_new_tokens=24))
+    full = s.generate([TEXT], max_new_tokens=24)[0][0].text
+    assert "".join(pieces) == full
+
+
+def test_cancel_and_errors(model):
+    s = model.session(max_input_len=64, max_new_tokens=32)
+    seen = []
+
+    def cb(_i, new, _t):
+        seen.extend(new)
+        if len(seen) >= 3:
+            s.cancel()
+        return False
+
+    s.generate([ids("tokenize")], callback=cb, max_new_tokens=24)
+    assert s.stopped and len(seen) <= 4
+    with pytest.raises(quill.QuillError) as e:
+        quill.Model("/nonexistent.quill")
+    assert e.value.status == 2
+    with pytest.raises(quill.QuillError):
+        model.detokenize([123456])
+    with pytest.raises(ValueError):
+        s.generate([ids("tokenize")], callback=lambda *a: (_ for _ in ()).throw(ValueError("from the callback")))

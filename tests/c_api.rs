@@ -477,3 +477,105 @@ fn python_binding_gives_the_same_ids() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn go_binding_gives_the_same_ids() {
+    if !have_go() {
+        assert!(std::env::var("CI").is_err(), "CI must install golang-go");
+        eprintln!("skipped: no go toolchain");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = marian(dir.path());
+    let (expected, text) = expected_cases(dir.path(), &model);
+    let libs = lib_dir();
+    let run_dir = dir.path().join("lib");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::os::unix::fs::symlink(
+        libs.join("libquill.so"),
+        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
+    )
+    .unwrap();
+    let out = Command::new("go")
+        .args(["test", "-count=1", "./..."])
+        .current_dir(root().join("bindings/go/quill"))
+        .env("CGO_ENABLED", "1")
+        .env(
+            "CGO_CFLAGS",
+            format!("-I{}", root().join("include").display()),
+        )
+        .env(
+            "CGO_LDFLAGS",
+            format!("-L{} -Wl,-rpath,{}", libs.display(), run_dir.display()),
+        )
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", dir.path().join("gocache"))
+        .env("HOME", dir.path())
+        .env("QUILL_TEST_MODEL", &model)
+        .env("QUILL_EXPECTED", &expected)
+        .env("QUILL_TEST_TEXT", &text)
+        .env("QUILL_FORCE_ISA", "avx2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "go test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn have_go() -> bool {
+    Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn swift_module_map_imports_the_c_api() {
+    // No Swift toolchain here: clang's module system checks the package's module map instead.
+    if !have("clang") {
+        assert!(std::env::var("CI").is_err(), "CI must have clang");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let libs = lib_dir();
+    let run_dir = dir.path().join("lib");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::os::unix::fs::symlink(
+        libs.join("libquill.so"),
+        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
+    )
+    .unwrap();
+    let exe = dir.path().join("modulemap_check");
+    let out = Command::new("clang")
+        .args(["-fmodules", "-Werror"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(format!(
+            "-fmodule-map-file={}",
+            root()
+                .join("bindings/swift/Sources/CQuill/module.modulemap")
+                .display()
+        ))
+        .arg(format!(
+            "-fmodules-cache-path={}",
+            dir.path().join("mcache").display()
+        ))
+        .arg(root().join("tests/c/modulemap_check.m"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&libs)
+        .arg("-lquill")
+        .arg(format!("-Wl,-rpath,{}", run_dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "clang modules failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_c(&exe, &[], false);
+}

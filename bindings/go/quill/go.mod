@@ -1,0 +1,3 @@
+module quill.local/quill
+
+go 1.19

@@ -1,0 +1,263 @@
+// Package quill is the Go binding of the quill inference engine (cgo over include/quill.h).
+//
+// Errors carry the C status and the library's message, read in the same C call that failed: a
+// goroutine may move to another OS thread between two cgo calls, and quill_last_error() is
+// per thread, so every call goes through a small C shim that returns both at once.
+//
+// Build: CGO_CFLAGS=-I<repo>/include CGO_LDFLAGS="-L<dir of libquill.so> -lquill".
+package quill
+
+/*
+#cgo LDFLAGS: -lquill
+#include <quill.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Copies the calling thread's last error into a new C string when st != QUILL_OK.
+static quill_status with_msg(quill_status st, char **msg) {
+	*msg = st == QUILL_OK ? NULL : strdup(quill_last_error());
+	return st;
+}
+static quill_status open_model(const char *path, uint32_t threads, quill_model **out, char **msg) {
+	quill_model_params p;
+	quill_model_default_params(&p);
+	p.threads = threads;
+	return with_msg(quill_model_open(path, &p, out), msg);
+}
+static quill_status new_session(quill_model *m, uint32_t batch, uint32_t in, uint32_t out_len, uint32_t beams, quill_session **out, char **msg) {
+	quill_session_params p;
+	quill_session_default_params(&p);
+	p.max_batch = batch; p.max_input_len = in; p.max_new_tokens = out_len; p.beams = beams;
+	return with_msg(quill_session_new(m, &p, out), msg);
+}
+static quill_status tokenize(quill_model *m, const char *text, int special, uint32_t *ids, size_t cap, size_t *n, char **msg) {
+	return with_msg(quill_tokenize(m, text, special, ids, cap, n), msg);
+}
+static quill_status detokenize(quill_model *m, const uint32_t *ids, size_t n, char *buf, size_t cap, size_t *len, char **msg) {
+	return with_msg(quill_detokenize(m, ids, n, 1, buf, cap, len), msg);
+}
+static quill_status default_params(quill_model *m, quill_generate_params *p, char **msg) {
+	return with_msg(quill_generate_default_params(m, p), msg);
+}
+extern int32_t goStream(void *user, size_t input, uint32_t *ids, size_t n, char *text, size_t len);
+static int32_t stream_trampoline(void *user, size_t input, const uint32_t *ids, size_t n, const char *text, size_t len) {
+	return goStream(user, input, (uint32_t *)ids, n, (char *)text, len);
+}
+static quill_status generate_ids(quill_session *s, const uint32_t **inputs, const size_t *lens, size_t n,
+                                 const quill_generate_params *p, int stream, void *user, quill_result **out, char **msg) {
+	return with_msg(quill_generate_ids(s, inputs, lens, n, p, stream ? stream_trampoline : NULL, user, out), msg);
+}
+static quill_status result_ids(quill_result *r, size_t i, size_t h, const uint32_t **ids, size_t *n, char **msg) {
+	return with_msg(quill_result_ids(r, i, h, ids, n), msg);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/cgo"
+	"unsafe"
+)
+
+// Error is a failed quill call.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %s", C.GoString(C.quill_status_str(C.int(e.Status))), e.Message)
+}
+
+func check(st C.quill_status, msg *C.char) error {
+	if st == C.QUILL_OK {
+		return nil
+	}
+	defer C.free(unsafe.Pointer(msg))
+	return &Error{Status: int(st), Message: C.GoString(msg)}
+}
+
+// Model is an open model; safe for concurrent use.
+type Model struct{ h *C.quill_model }
+
+// Open opens a .quill file with the given number of threads (0: one per core).
+func Open(path string, threads int) (*Model, error) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var h *C.quill_model
+	var msg *C.char
+	if err := check(C.open_model(cpath, C.uint32_t(threads), &h, &msg), msg); err != nil {
+		return nil, err
+	}
+	m := &Model{h}
+	runtime.SetFinalizer(m, (*Model).Close)
+	return m, nil
+}
+
+// Close frees the model (sessions stay valid).
+func (m *Model) Close() {
+	if m.h != nil {
+		C.quill_model_free(m.h)
+		m.h = nil
+	}
+}
+
+// Tokenize turns text into ids with the model's tokenizer.
+func (m *Model) Tokenize(text string, addSpecial bool) ([]uint32, error) {
+	ctext := C.CString(text)
+	defer C.free(unsafe.Pointer(ctext))
+	special := C.int(0)
+	if addSpecial {
+		special = 1
+	}
+	var n C.size_t
+	var msg *C.char
+	st := C.tokenize(m.h, ctext, special, nil, 0, &n, &msg)
+	if st != C.QUILL_ERR_BUFFER_TOO_SMALL {
+		if err := check(st, msg); err != nil {
+			return nil, err
+		}
+	} else {
+		C.free(unsafe.Pointer(msg))
+	}
+	ids := make([]uint32, int(n)+1)
+	if err := check(C.tokenize(m.h, ctext, special, (*C.uint32_t)(&ids[0]), C.size_t(len(ids)), &n, &msg), msg); err != nil {
+		return nil, err
+	}
+	return ids[:n], nil
+}
+
+// Detokenize turns ids into text, skipping special tokens.
+func (m *Model) Detokenize(ids []uint32) (string, error) {
+	if len(ids) == 0 {
+		return "", nil
+	}
+	buf := make([]byte, 4096)
+	var n C.size_t
+	var msg *C.char
+	err := check(C.detokenize(m.h, (*C.uint32_t)(&ids[0]), C.size_t(len(ids)), (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n, &msg), msg)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// Options are decoding options; start from DefaultOptions.
+type Options struct {
+	MaxNewTokens int
+	Beams, NBest int
+	Sample       bool
+	TopK         int
+	Seed         uint64
+}
+
+// Session holds the cache of one user; use it from one goroutine at a time (Cancel from any).
+type Session struct {
+	h     *C.quill_session
+	model *Model
+}
+
+// NewSession sizes a session: batch, input tokens, new tokens, beams.
+func (m *Model) NewSession(batch, inputLen, newTokens, beams int) (*Session, error) {
+	var h *C.quill_session
+	var msg *C.char
+	if err := check(C.new_session(m.h, C.uint32_t(batch), C.uint32_t(inputLen), C.uint32_t(newTokens), C.uint32_t(beams), &h, &msg), msg); err != nil {
+		return nil, err
+	}
+	s := &Session{h, m}
+	runtime.SetFinalizer(s, (*Session).Close)
+	return s, nil
+}
+
+// Close frees the session.
+func (s *Session) Close() {
+	if s.h != nil {
+		C.quill_session_free(s.h)
+		s.h = nil
+	}
+}
+
+// Cancel stops the running generation; callable from any goroutine.
+func (s *Session) Cancel() { C.quill_session_cancel(s.h) }
+
+// StreamFunc receives final tokens of an input; return false to stop.
+type StreamFunc func(input int, ids []uint32) bool
+
+//export goStream
+func goStream(user unsafe.Pointer, input C.size_t, ids *C.uint32_t, n C.size_t, text *C.char, length C.size_t) C.int32_t {
+	f := cgo.Handle(uintptr(user)).Value().(StreamFunc)
+	v := make([]uint32, int(n))
+	copy(v, unsafe.Slice((*uint32)(unsafe.Pointer(ids)), int(n)))
+	if f(int(input), v) {
+		return 0
+	}
+	return 1
+}
+
+// Generate runs the inputs (token ids) and returns, per input, the hypotheses' ids (best first)
+// and whether the generation was stopped early.
+func (s *Session) Generate(inputs [][]uint32, o Options, stream StreamFunc) ([][][]uint32, bool, error) {
+	var p C.quill_generate_params
+	var msg *C.char
+	if err := check(C.default_params(s.model.h, &p, &msg), msg); err != nil {
+		return nil, false, err
+	}
+	if o.MaxNewTokens > 0 {
+		p.max_new_tokens = C.uint32_t(o.MaxNewTokens)
+	}
+	if o.Beams > 1 {
+		p.beams = C.uint32_t(o.Beams)
+		p.n_best = C.uint32_t(o.NBest)
+	}
+	if o.Sample {
+		p.sample = 1
+		p.top_k = C.uint32_t(o.TopK)
+		p.seed = C.uint64_t(o.Seed)
+	}
+	// Inputs live in C memory for the call (cgo forbids Go pointers to Go pointers).
+	n := len(inputs)
+	ptrs := (*[1 << 20]*C.uint32_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(uintptr(0)))))[:n:n]
+	lens := (*[1 << 20]C.size_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.size_t(0)))))[:n:n]
+	defer C.free(unsafe.Pointer(&ptrs[0]))
+	defer C.free(unsafe.Pointer(&lens[0]))
+	for i, in := range inputs {
+		buf := (*[1 << 28]C.uint32_t)(C.malloc(C.size_t(len(in)) * 4))[:len(in):len(in)]
+		for j, v := range in {
+			buf[j] = C.uint32_t(v)
+		}
+		ptrs[i] = &buf[0]
+		lens[i] = C.size_t(len(in))
+		defer C.free(unsafe.Pointer(&buf[0]))
+	}
+	var handle cgo.Handle
+	var user unsafe.Pointer
+	streaming := C.int(0)
+	if stream != nil {
+		handle = cgo.NewHandle(stream)
+		defer handle.Delete()
+		user = unsafe.Pointer(uintptr(handle))
+		streaming = 1
+	}
+	var r *C.quill_result
+	if err := check(C.generate_ids(s.h, &ptrs[0], &lens[0], C.size_t(n), &p, streaming, user, &r, &msg), msg); err != nil {
+		return nil, false, err
+	}
+	defer C.quill_result_free(r)
+	out := make([][][]uint32, int(C.quill_result_inputs(r)))
+	for i := range out {
+		for h := 0; h < int(C.quill_result_hypotheses(r, C.size_t(i))); h++ {
+			var ids *C.uint32_t
+			var cnt C.size_t
+			if err := check(C.result_ids(r, C.size_t(i), C.size_t(h), &ids, &cnt, &msg), msg); err != nil {
+				return nil, false, err
+			}
+			v := make([]uint32, int(cnt))
+			if cnt > 0 {
+				copy(v, unsafe.Slice((*uint32)(unsafe.Pointer(ids)), int(cnt)))
+			}
+			out[i] = append(out[i], v)
+		}
+	}
+	return out, C.quill_result_stopped(r) != 0, nil
+}

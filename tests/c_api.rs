@@ -579,3 +579,55 @@ fn swift_module_map_imports_the_c_api() {
     );
     run_c(&exe, &[], false);
 }
+
+#[test]
+fn c_examples_build_and_run() {
+    if !have("cc") {
+        assert!(std::env::var("CI").is_err(), "CI must have a C compiler");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = marian(dir.path());
+    let (text, _) = golden_ids();
+    for (src, args) in [("translate.c", vec![]), ("stream.c", vec!["4"])] {
+        let exe = dir.path().join(src.trim_end_matches(".c"));
+        let libs = lib_dir();
+        let run_dir = dir.path().join("lib");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let so = run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION));
+        if !so.exists() {
+            std::os::unix::fs::symlink(libs.join("libquill.so"), &so).unwrap();
+        }
+        let out = Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(root().join("bindings/c").join(src))
+            .arg("-o")
+            .arg(&exe)
+            .arg("-L")
+            .arg(&libs)
+            .arg("-lquill")
+            .arg(format!("-Wl,-rpath,{}", run_dir.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{src}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = Command::new(&exe)
+            .arg(&model)
+            .arg(&text)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{src}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let printed = String::from_utf8(run.stdout).unwrap();
+        assert!(printed.starts_with("w"), "{src} printed {printed:?}");
+    }
+}

@@ -287,3 +287,24 @@ fn a_model_without_tokenizer_still_runs_ids() {
         4
     );
 }
+
+#[test]
+fn default_limits_fit_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["marian", "gpt2", "mistral"] {
+        let model = convert(name, None, dir.path());
+        let fitted = Limits::default().fit(&model);
+        assert!(Session::new(&model, fitted).is_ok(), "{name}: {fitted:?}");
+    }
+    // Explicit limits beyond the positions are refused with a message.
+    let model = convert("marian", None, dir.path());
+    let err = Session::new(
+        &model,
+        Limits {
+            max_input_len: 10_000,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("positions"), "{err}");
+}

@@ -190,7 +190,8 @@ pub struct quill_model_params {
     pub in_memory: i32,
 }
 
-/// Limits a session is sized for (all memory is allocated when it is created).
+/// Limits a session is sized for (all memory is allocated when it is created). A length of 0
+/// means the default (512 input, 256 new tokens) shortened to the model's positions.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct quill_session_params {
@@ -463,19 +464,19 @@ pub unsafe extern "C" fn quill_model_info_get(
     })
 }
 
-/// Fills `params` with session defaults (1 sequence, 512 input tokens, 256 new tokens, 1 beam).
+/// Fills `params` with session defaults: 1 sequence, 1 beam, and lengths 0, which mean 512 input
+/// and 256 new tokens shortened to what the model's positions hold.
 #[unsafe(no_mangle)]
 pub extern "C" fn quill_session_default_params(params: *mut quill_session_params) -> quill_status {
     guard(|| {
-        let l = crate::model::Limits::default();
         put(
             params,
             quill_session_params {
                 struct_size: std::mem::size_of::<quill_session_params>(),
-                max_batch: l.max_batch as u32,
-                max_input_len: l.max_input_len as u32,
-                max_new_tokens: l.max_new_tokens as u32,
-                beams: l.beams as u32,
+                max_batch: 1,
+                max_input_len: 0,
+                max_new_tokens: 0,
+                beams: 1,
             },
             "params",
         )
@@ -495,14 +496,13 @@ pub unsafe extern "C" fn quill_session_new(
 ) -> quill_status {
     guard(|| {
         let m = &unsafe { model.as_ref() }.ok_or_else(|| arg("model"))?.model;
-        let l = crate::model::Limits::default();
         let p = if params.is_null() {
             quill_session_params {
                 struct_size: 0,
-                max_batch: l.max_batch as u32,
-                max_input_len: l.max_input_len as u32,
-                max_new_tokens: l.max_new_tokens as u32,
-                beams: l.beams as u32,
+                max_batch: 1,
+                max_input_len: 0,
+                max_new_tokens: 0,
+                beams: 1,
             }
         } else {
             unsafe { self::params(params, "params") }?
@@ -510,10 +510,36 @@ pub unsafe extern "C" fn quill_session_new(
         if out.is_null() {
             return Err(arg("out"));
         }
+        // 0 for a length means "the default, shortened to what the model's positions hold";
+        // explicit lengths are checked as given.
+        let d = crate::model::Limits::default();
+        let fitted = crate::model::Limits {
+            max_batch: d.max_batch,
+            max_input_len: if p.max_input_len == 0 {
+                d.max_input_len
+            } else {
+                p.max_input_len as usize
+            },
+            max_new_tokens: if p.max_new_tokens == 0 {
+                d.max_new_tokens
+            } else {
+                p.max_new_tokens as usize
+            },
+            beams: d.beams,
+        }
+        .fit(m);
         let limits = crate::model::Limits {
             max_batch: p.max_batch as usize,
-            max_input_len: p.max_input_len as usize,
-            max_new_tokens: p.max_new_tokens as usize,
+            max_input_len: if p.max_input_len == 0 {
+                fitted.max_input_len
+            } else {
+                p.max_input_len as usize
+            },
+            max_new_tokens: if p.max_new_tokens == 0 {
+                fitted.max_new_tokens
+            } else {
+                p.max_new_tokens as usize
+            },
             beams: p.beams as usize,
         };
         let session = crate::model::Session::new(m, limits)?;

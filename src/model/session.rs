@@ -113,6 +113,15 @@ pub struct Session {
     align_on: bool,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("limits", &self.limits)
+            .field("batch", &self.n)
+            .finish()
+    }
+}
+
 impl Session {
     /// A session able to run up to `limits`; allocates its whole KV cache and scratch now.
     pub fn new(model: &Model, limits: Limits) -> Result<Session> {
@@ -1120,9 +1129,10 @@ fn residual(m: &ModelInner, norm: &Norm, x: &mut [f32], o: &mut [f32]) {
 }
 
 /// Checks that positions `0..len` exist in the model's position scheme.
-fn check_positions(m: &ModelInner, len: usize) -> Result<()> {
+/// The longest sequence the model's position scheme covers, if it has a limit.
+pub(crate) fn max_positions(m: &ModelInner) -> Option<usize> {
     let c = &m.config;
-    let learned_rows = [m.weights.encoder.as_ref(), Some(&m.weights.decoder)]
+    let tables = [m.weights.encoder.as_ref(), Some(&m.weights.decoder)]
         .into_iter()
         .flatten()
         .filter_map(|s| match &s.pos {
@@ -1131,7 +1141,14 @@ fn check_positions(m: &ModelInner, len: usize) -> Result<()> {
             None => None,
         })
         .min();
-    if let Some(max) = learned_rows
+    let rotary =
+        (c.positions == Positions::Rotary && c.max_positions > 0).then_some(c.max_positions);
+    tables.into_iter().chain(rotary).min()
+}
+
+/// Checks that positions `0..len` exist in the model's position scheme.
+fn check_positions(m: &ModelInner, len: usize) -> Result<()> {
+    if let Some(max) = max_positions(m)
         && len > max
     {
         return Err(Error::InvalidArgument(format!(
@@ -1139,6 +1156,27 @@ fn check_positions(m: &ModelInner, len: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+impl Limits {
+    /// These limits, shortened where the model's positions end (defaults that always work).
+    pub fn fit(self, model: &Model) -> Limits {
+        let m = &*model.inner;
+        let Some(p) = max_positions(m) else {
+            return self;
+        };
+        let mut l = self;
+        if m.arch == Arch::DecoderOnly {
+            if l.max_input_len + l.max_new_tokens > p {
+                l.max_input_len = l.max_input_len.min(p / 2).max(1);
+                l.max_new_tokens = (p - l.max_input_len).max(1);
+            }
+        } else {
+            l.max_input_len = l.max_input_len.min(p);
+            l.max_new_tokens = l.max_new_tokens.min(p.saturating_sub(1)).max(1);
+        }
+        l
+    }
 }
 
 /// Rotary tables as Hugging Face computes them (in f32): `inv_freq[i] = 1 / θ^(2i/d)`,

@@ -72,6 +72,8 @@ typedef struct {
   uint32_t threads;
   // Nonzero: read the file into memory instead of mapping it (immune to the file changing).
   int32_t in_memory;
+  // Nonzero: ask the OS to read a mapped file ahead at open.
+  int32_t prefetch;
 } quill_model_params;
 
 // What a model is.
@@ -88,9 +90,14 @@ typedef struct {
   int32_t has_tokenizer;
   // Kernel level in use ("scalar", "avx2", "avx512", "neon"), a static string.
   const char *isa;
+  // Size of the model file (weights, tokenizer, metadata), bytes.
+  uint64_t file_bytes;
+  // Bytes quill copied at open (unaligned tensors of foreign files; 0 for files quill wrote).
+  uint64_t copied_bytes;
 } quill_model_info;
 
-// Limits a session is sized for (all memory is allocated when it is created).
+// Limits a session is sized for (all memory is allocated when it is created). A length of 0
+// means the default (512 input, 256 new tokens) shortened to the model's positions.
 typedef struct {
   size_t struct_size;
   uint32_t max_batch;
@@ -98,6 +105,10 @@ typedef struct {
   uint32_t max_new_tokens;
   uint32_t beams;
 } quill_session_params;
+
+// Log callback: `level` 1 = warning, 2 = information; `message` is NUL-terminated UTF-8 valid
+// during the call.
+typedef void (*quill_log_fn)(void *user, int32_t level, const char *message);
 
 // Decoding options. Fill with `quill_generate_default_params` (which also applies the model's
 // own defaults when given the model), then change what you need.
@@ -192,7 +203,8 @@ void quill_model_free(quill_model *model);
 // `model` is a live model; `info` points at a `quill_model_info` whose `struct_size` is set.
 quill_status quill_model_info_get(const quill_model *model, quill_model_info *info);
 
-// Fills `params` with session defaults (1 sequence, 512 input tokens, 256 new tokens, 1 beam).
+// Fills `params` with session defaults: 1 sequence, 1 beam, and lengths 0, which mean 512 input
+// and 256 new tokens shortened to what the model's positions hold.
 quill_status quill_session_default_params(quill_session_params *params);
 
 // Creates a session for `model` sized by `params` (NULL: defaults). Free with
@@ -209,6 +221,17 @@ quill_status quill_session_new(const quill_model *model,
 // # Safety
 // `session` is NULL or a live session no other call is using.
 void quill_session_free(quill_session *session);
+
+// Forgets the session's started sequences (its memory stays allocated). The session's thread.
+//
+// # Safety
+// `session` is a live session.
+quill_status quill_session_reset(quill_session *session);
+
+// Sends quill's diagnostics (warnings such as an unavailable `QUILL_FORCE_ISA` level) to
+// `callback` instead of standard error; NULL restores standard error. The callback may be called
+// from any thread. Any thread.
+quill_status quill_set_log_callback(quill_log_fn callback, void *user);
 
 // Asks the generation running on `session` (on another thread) to stop; it returns within
 // one decoding step (or one layer of a prefill) with what it produced and the result's

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ffi;
 pub mod format;
 pub mod kernels;
+pub mod log;
 pub mod model;
 pub mod tensor;
 #[cfg(feature = "tokenizer")]

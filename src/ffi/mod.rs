@@ -188,6 +188,8 @@ pub struct quill_model_params {
     pub threads: u32,
     /// Nonzero: read the file into memory instead of mapping it (immune to the file changing).
     pub in_memory: i32,
+    /// Nonzero: ask the OS to read a mapped file ahead at open.
+    pub prefetch: i32,
 }
 
 /// Limits a session is sized for (all memory is allocated when it is created). A length of 0
@@ -242,6 +244,10 @@ pub struct quill_model_info {
     pub has_tokenizer: i32,
     /// Kernel level in use ("scalar", "avx2", "avx512", "neon"), a static string.
     pub isa: *const c_char,
+    /// Size of the model file (weights, tokenizer, metadata), bytes.
+    pub file_bytes: u64,
+    /// Bytes quill copied at open (unaligned tensors of foreign files; 0 for files quill wrote).
+    pub copied_bytes: u64,
 }
 
 /// Streaming callback: input `input` gained the final tokens `ids[0..n_ids]`; for text
@@ -327,6 +333,7 @@ pub extern "C" fn quill_model_default_params(params: *mut quill_model_params) ->
                 struct_size: std::mem::size_of::<quill_model_params>(),
                 threads: 0,
                 in_memory: 0,
+                prefetch: 0,
             },
             "params",
         )
@@ -337,6 +344,7 @@ fn open_options(p: &quill_model_params) -> crate::model::OpenOptions {
     crate::model::OpenOptions {
         threads: p.threads as usize,
         in_memory: p.in_memory != 0,
+        prefetch: p.prefetch != 0,
     }
 }
 
@@ -372,6 +380,7 @@ fn default_model_params() -> quill_model_params {
         struct_size: std::mem::size_of::<quill_model_params>(),
         threads: 0,
         in_memory: 0,
+        prefetch: 0,
     }
 }
 
@@ -459,6 +468,8 @@ pub unsafe extern "C" fn quill_model_info_get(
             threads: m.threads() as u32,
             has_tokenizer: has_tok as i32,
             isa: isa_name(m.isa()),
+            file_bytes: m.file().file_len() as u64,
+            copied_bytes: m.file().copied_bytes() as u64,
         };
         put(info, v, "info")
     })
@@ -562,6 +573,59 @@ pub unsafe extern "C" fn quill_session_free(session: *mut quill_session) {
             drop(unsafe { Box::from_raw(session) })
         }));
     }
+}
+
+/// Forgets the session's started sequences (its memory stays allocated). The session's thread.
+///
+/// # Safety
+/// `session` is a live session.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn quill_session_reset(session: *mut quill_session) -> quill_status {
+    guard(|| {
+        let (s, _) = unsafe { session_mut(session) }?;
+        s.reset();
+        Ok(())
+    })
+}
+
+/// Log callback: `level` 1 = warning, 2 = information; `message` is NUL-terminated UTF-8 valid
+/// during the call.
+pub type quill_log_fn =
+    Option<unsafe extern "C" fn(user: *mut std::ffi::c_void, level: i32, message: *const c_char)>;
+
+struct UserPtr(*mut std::ffi::c_void);
+
+impl UserPtr {
+    fn get(&self) -> *mut std::ffi::c_void {
+        self.0
+    }
+}
+// SAFETY: the caller of quill_set_log_callback promises its callback may run on any thread.
+unsafe impl Send for UserPtr {}
+unsafe impl Sync for UserPtr {}
+
+/// Sends quill's diagnostics (warnings such as an unavailable `QUILL_FORCE_ISA` level) to
+/// `callback` instead of standard error; NULL restores standard error. The callback may be called
+/// from any thread. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn quill_set_log_callback(
+    callback: quill_log_fn,
+    user: *mut std::ffi::c_void,
+) -> quill_status {
+    guard(|| {
+        match callback {
+            None => crate::log::set_sink(None),
+            Some(f) => {
+                let user = UserPtr(user);
+                crate::log::set_sink(Some(Box::new(move |level, msg| {
+                    let c = CString::new(msg.replace('\0', "")).expect("NULs removed");
+                    // SAFETY: the caller's function, with a string valid for the call.
+                    unsafe { f(user.get(), level as i32, c.as_ptr()) };
+                })));
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Asks the generation running on `session` (on another thread) to stop; it returns within
@@ -1231,6 +1295,22 @@ mod tests {
         }
         let c = unsafe { CStr::from_ptr(quill_status_str(-5)) };
         assert_eq!(c.to_str().unwrap(), "QUILL_ERR_UNKNOWN");
+    }
+
+    #[test]
+    fn log_callback_receives_warnings() {
+        use std::sync::Mutex;
+        static SEEN: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+        unsafe extern "C" fn record(user: *mut std::ffi::c_void, level: i32, msg: *const c_char) {
+            assert_eq!(user as usize, 7);
+            let m = unsafe { CStr::from_ptr(msg) }.to_str().unwrap().to_string();
+            SEEN.lock().unwrap().push((level, m));
+        }
+        assert_eq!(quill_set_log_callback(Some(record), 7 as *mut _), QUILL_OK);
+        crate::log::log(crate::log::Level::Warn, "careful");
+        assert_eq!(quill_set_log_callback(None, std::ptr::null_mut()), QUILL_OK);
+        crate::log::log(crate::log::Level::Warn, "to stderr");
+        assert_eq!(*SEEN.lock().unwrap(), vec![(1, "careful".to_string())]);
     }
 
     #[test]

@@ -590,6 +590,14 @@ impl QuillFile {
         self.header_len
     }
 
+    /// Asks the kernel to read the mapped file ahead (first tokens then do not wait on page
+    /// faults). No effect for files in memory.
+    pub fn prefetch(&self) {
+        if let Source::Mmap(m) = &self.source {
+            let _ = m.advise(memmap2::Advice::WillNeed);
+        }
+    }
+
     /// How the bytes are held: "mmap", "memory" or "caller buffer".
     pub fn source_kind(&self) -> &'static str {
         self.source.kind()

@@ -361,10 +361,14 @@ pub fn kernels() -> &'static Kernels {
             Ok(v) => match Isa::parse(v.trim()) {
                 Some(i) if i.is_available() => i,
                 _ => {
-                    eprintln!(
-                        "quill: QUILL_FORCE_ISA={v} is not a level this CPU runs (available: {}); using {}",
-                        Isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
-                        best.name()
+                    let available: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+                    crate::log::log(
+                        crate::log::Level::Warn,
+                        &format!(
+                            "QUILL_FORCE_ISA={v} is not a level this CPU runs (available: {}); using {}",
+                            available.join(", "),
+                            best.name()
+                        ),
                     );
                     best
                 }

@@ -50,6 +50,8 @@ pub struct OpenOptions {
     pub threads: usize,
     /// Read the whole file into memory instead of mapping it (immune to the file changing on disk).
     pub in_memory: bool,
+    /// Ask the kernel to read a mapped file ahead now.
+    pub prefetch: bool,
 }
 
 pub(crate) struct ModelInner {
@@ -94,6 +96,9 @@ impl Model {
     /// Builds a model from an already opened file.
     pub fn from_file(file: QuillFile, options: &OpenOptions) -> Result<Model> {
         let meta = file.require_quill()?;
+        if options.prefetch {
+            file.prefetch();
+        }
         let (arch, config) = (meta.arch, meta.config.clone());
         let weights = match arch {
             Arch::Seq2Seq | Arch::DecoderOnly => weights::load_transformer(&file, arch, &config)?,

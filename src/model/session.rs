@@ -458,6 +458,13 @@ impl Session {
         Ok(())
     }
 
+    /// Forgets the started sequences (the memory stays allocated for the next start).
+    pub fn reset(&mut self) {
+        self.n = 0;
+        self.logit_rows = 0;
+        self.dec_pos.fill(0);
+    }
+
     /// Tokens held in the cache of slot 0 (the conversation so far, for a chat).
     pub fn cached_len(&self) -> usize {
         self.dec_pos[0]

@@ -16,11 +16,13 @@ _Static_assert(offsetof(quill_model_params, struct_size) == 0, "struct_size firs
 _Static_assert(offsetof(quill_session_params, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(quill_generate_params, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(quill_model_info, struct_size) == 0, "struct_size first");
-_Static_assert(sizeof(quill_model_params) == 16, "quill_model_params layout");
+_Static_assert(offsetof(quill_model_params, prefetch) == 16, "quill_model_params layout");
+_Static_assert(sizeof(quill_model_params) == 24, "quill_model_params layout");
 _Static_assert(sizeof(quill_session_params) == 24, "quill_session_params layout");
 _Static_assert(offsetof(quill_generate_params, seed) == 48, "quill_generate_params layout");
 _Static_assert(sizeof(quill_generate_params) == 64, "quill_generate_params layout");
 _Static_assert(offsetof(quill_model_info, isa) == 40, "quill_model_info layout");
+_Static_assert(offsetof(quill_model_info, copied_bytes) == 56, "quill_model_info layout");
 _Static_assert(QUILL_OK == 0 && QUILL_ERR_CANCELLED == 8 && QUILL_ERR_INTERNAL == 9, "status values never change");
 
 static int failures = 0;
@@ -92,6 +94,7 @@ int main(int argc, char **argv) {
   quill_model_params mp;
   OK(quill_model_default_params(&mp));
   mp.threads = 1;
+  mp.prefetch = 1;
   quill_model *model = NULL;
   OK(quill_model_open(path, &mp, &model));
   if (!model) return 1;
@@ -99,6 +102,8 @@ int main(int argc, char **argv) {
   OK(quill_model_info_get(model, &info));
   CHECK(info.arch == 0 && info.vocab_size == 1000 && info.has_tokenizer && info.threads == 1, "info");
   CHECK(info.isa && strlen(info.isa) > 0, "isa name");
+  CHECK(info.file_bytes > 100000 && info.copied_bytes == 0, "file %llu bytes, copied %llu",
+        (unsigned long long)info.file_bytes, (unsigned long long)info.copied_bytes);
 
   /* Tokenize into a buffer, with a size query first. */
   size_t n_ids = 0;
@@ -183,7 +188,11 @@ int main(int argc, char **argv) {
   CHECK(quill_result_stopped(r) && cst.tokens <= 4, "cancelled after %zu tokens", cst.tokens);
   quill_result_free(r);
 
-  /* Low level: start, step, logits. */
+  /* Low level: start, step, logits; reset forgets the sequences. */
+  OK(quill_session_start(session, inputs, lens, 1));
+  OK(quill_session_reset(session));
+  uint32_t one = 999;
+  CHECK(quill_session_step(session, &one, 1) == QUILL_ERR_INVALID_ARGUMENT, "step after reset");
   OK(quill_session_start(session, inputs, lens, 1));
   uint32_t start = 999;
   OK(quill_session_step(session, &start, 1));

@@ -34,7 +34,8 @@ _u32p = ctypes.POINTER(ctypes.c_uint32)
 
 
 class _ModelParams(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("threads", ctypes.c_uint32), ("in_memory", ctypes.c_int32)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("threads", ctypes.c_uint32), ("in_memory", ctypes.c_int32),
+                ("prefetch", ctypes.c_int32)]
 
 
 class _SessionParams(ctypes.Structure):
@@ -55,7 +56,8 @@ class _ModelInfo(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("arch", ctypes.c_uint32), ("vocab_size", ctypes.c_uint32),
                 ("d_model", ctypes.c_uint32), ("encoder_layers", ctypes.c_uint32),
                 ("decoder_layers", ctypes.c_uint32), ("threads", ctypes.c_uint32),
-                ("has_tokenizer", ctypes.c_int32), ("isa", ctypes.c_char_p)]
+                ("has_tokenizer", ctypes.c_int32), ("isa", ctypes.c_char_p), ("file_bytes", ctypes.c_uint64),
+                ("copied_bytes", ctypes.c_uint64)]
 
 
 _STREAM = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_size_t, _u32p, ctypes.c_size_t,
@@ -124,7 +126,7 @@ class Model:
     """An open model. Thread-safe: share one Model between threads, give each thread a Session."""
 
     def __init__(self, path: str, threads: int = 0, in_memory: bool = False):
-        p = _ModelParams(ctypes.sizeof(_ModelParams), threads, int(in_memory))
+        p = _ModelParams(ctypes.sizeof(_ModelParams), threads, int(in_memory), 0)
         h = ctypes.c_void_p()
         _check(_c.quill_model_open(os.fsencode(path), ctypes.byref(p), ctypes.byref(h)))
         self._h = h
@@ -148,7 +150,8 @@ class Model:
         _check(_c.quill_model_info_get(self._h, ctypes.byref(i)))
         return {"arch": ["seq2seq", "decoder-only", "lstm-seq2seq"][i.arch], "vocab_size": i.vocab_size,
                 "d_model": i.d_model, "encoder_layers": i.encoder_layers, "decoder_layers": i.decoder_layers,
-                "threads": i.threads, "has_tokenizer": bool(i.has_tokenizer), "isa": i.isa.decode()}
+                "threads": i.threads, "has_tokenizer": bool(i.has_tokenizer), "isa": i.isa.decode(),
+                "file_bytes": i.file_bytes}
 
     def tokenize(self, text: str, add_special: bool = True) -> List[int]:
         n = ctypes.c_size_t()

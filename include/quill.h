@@ -106,10 +106,6 @@ typedef struct {
   uint32_t beams;
 } quill_session_params;
 
-// Log callback: `level` 1 = warning, 2 = information; `message` is NUL-terminated UTF-8 valid
-// during the call.
-typedef void (*quill_log_fn)(void *user, int32_t level, const char *message);
-
 // Decoding options. Fill with `quill_generate_default_params` (which also applies the model's
 // own defaults when given the model), then change what you need.
 typedef struct {
@@ -142,6 +138,10 @@ typedef int32_t (*quill_stream_fn)(void *user,
                                    size_t n_ids,
                                    const char *text,
                                    size_t text_len);
+
+// Log callback: `level` 1 = warning, 2 = information; `message` is NUL-terminated UTF-8 valid
+// during the call.
+typedef void (*quill_log_fn)(void *user, int32_t level, const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -227,6 +227,21 @@ void quill_session_free(quill_session *session);
 // # Safety
 // `session` is a live session.
 quill_status quill_session_reset(quill_session *session);
+
+// Chat with a decoder-only model: adds `text` (UTF-8, formatted as the model expects its
+// turns) to the conversation kept in `session` and generates the reply, prefilling only the new
+// tokens after the cache of earlier turns. Greedy or sampling (`params->beams` must be 1);
+// `callback` streams the reply. `*out` gets a result with one input and one hypothesis (the
+// reply). `quill_session_reset` starts a new conversation. The session's thread only.
+//
+// # Safety
+// `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.
+quill_status quill_chat_turn(quill_session *session,
+                             const char *text,
+                             const quill_generate_params *params,
+                             quill_stream_fn callback,
+                             void *user,
+                             quill_result **out);
 
 // Sends quill's diagnostics (warnings such as an unavailable `QUILL_FORCE_ISA` level) to
 // `callback` instead of standard error; NULL restores standard error. The callback may be called

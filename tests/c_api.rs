@@ -631,3 +631,88 @@ fn c_examples_build_and_run() {
         assert!(printed.starts_with("w"), "{src} printed {printed:?}");
     }
 }
+
+#[test]
+fn c_chat_example_keeps_the_conversation() {
+    use std::io::Write;
+    if !have("cc") {
+        assert!(std::env::var("CI").is_err(), "CI must have a C compiler");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("llama.quill");
+    convert_hf(
+        &root().join("tests/fixtures/hf/llama"),
+        &model,
+        &ConvertOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let libs = lib_dir();
+    let run_dir = dir.path().join("lib");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::os::unix::fs::symlink(
+        libs.join("libquill.so"),
+        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
+    )
+    .unwrap();
+    let exe = dir.path().join("chat");
+    let out = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join("bindings/c/chat.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&libs)
+        .arg("-lquill")
+        .arg(format!("-Wl,-rpath,{}", run_dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chat.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = Command::new(&exe)
+        .arg(&model)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"w5 w6 w7\nw8 w9\nw10\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let replies: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    // The same conversation through the Rust API gives the same replies.
+    let m = quill::Model::open(&model, &quill::OpenOptions::default()).unwrap();
+    let mut s = quill::Session::new(&m, quill::Limits::default().fit(&m)).unwrap();
+    let mut chat = quill::decode::Chat::new();
+    let o = quill::decode::GenerateOptions {
+        max_new_tokens: 32,
+        ..quill::decode::GenerateOptions::model_defaults(&m).unwrap()
+    };
+    let tok = m.tokenizer().unwrap();
+    for (i, msg) in ["w5 w6 w7", "w8 w9", "w10"].iter().enumerate() {
+        let ids = tok.encode(msg, i == 0).unwrap();
+        let reply = chat.turn(&mut s, &ids, &o, None, None).unwrap();
+        let special = m.special_ids();
+        let shown: Vec<u32> = reply
+            .ids
+            .into_iter()
+            .filter(|t| !special.contains(t))
+            .collect();
+        assert_eq!(replies[i], tok.decode(&shown, true).unwrap(), "turn {i}");
+    }
+}

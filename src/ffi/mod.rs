@@ -163,6 +163,8 @@ pub struct quill_model {
 pub struct quill_session {
     session: std::cell::UnsafeCell<crate::model::Session>,
     cancel: crate::model::CancelHandle,
+    /// The conversation of `quill_chat_turn` (decoder-only models).
+    chat: std::cell::UnsafeCell<crate::decode::Chat>,
 }
 
 /// The outcome of a generation: per input, hypotheses (best first) with ids, text and score.
@@ -557,6 +559,7 @@ pub unsafe extern "C" fn quill_session_new(
         let h = quill_session {
             session: std::cell::UnsafeCell::new(session),
             cancel: crate::model::CancelHandle::new(),
+            chat: std::cell::UnsafeCell::new(crate::decode::Chat::new()),
         };
         put(out, Box::into_raw(Box::new(h)), "out")
     })
@@ -584,7 +587,108 @@ pub unsafe extern "C" fn quill_session_reset(session: *mut quill_session) -> qui
     guard(|| {
         let (s, _) = unsafe { session_mut(session) }?;
         s.reset();
+        // SAFETY: the session's thread (contract), so the conversation is not in use elsewhere.
+        unsafe { *(*session).chat.get() = crate::decode::Chat::new() };
         Ok(())
+    })
+}
+
+/// Chat with a decoder-only model: adds `text` (UTF-8, formatted as the model expects its
+/// turns) to the conversation kept in `session` and generates the reply, prefilling only the new
+/// tokens after the cache of earlier turns. Greedy or sampling (`params->beams` must be 1);
+/// `callback` streams the reply. `*out` gets a result with one input and one hypothesis (the
+/// reply). `quill_session_reset` starts a new conversation. The session's thread only.
+///
+/// # Safety
+/// `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn quill_chat_turn(
+    session: *mut quill_session,
+    text: *const c_char,
+    params: *const quill_generate_params,
+    callback: quill_stream_fn,
+    user: *mut std::ffi::c_void,
+    out: *mut *mut quill_result,
+) -> quill_status {
+    guard(|| {
+        let (s, cancel) = unsafe { session_mut(session) }?;
+        // SAFETY: the session's thread only (contract).
+        let chat = unsafe { &mut *(*session).chat.get() };
+        let model = s.model().clone();
+        let text = unsafe { c_str(text, "text") }?;
+        let p = if params.is_null() {
+            let mut d = std::mem::MaybeUninit::<quill_generate_params>::uninit();
+            let handle = quill_model {
+                model: model.clone(),
+            };
+            match unsafe { quill_generate_default_params(&handle, d.as_mut_ptr()) } {
+                quill_status::QUILL_OK => unsafe { d.assume_init() },
+                _ => return Err(Error::InvalidArgument("default parameters".into())),
+            }
+        } else {
+            unsafe { self::params(params, "params") }?
+        };
+        if out.is_null() {
+            return Err(arg("out"));
+        }
+        let o = options(&model, &p)?;
+        let tokens = tokenize(&model, text, chat.history().is_empty())?;
+        let special = model.special_ids();
+        cancel.reset();
+        let reply = match callback {
+            None => chat.turn(s, &tokens, &o, Some(cancel), None)?,
+            Some(cb) => {
+                #[cfg(feature = "tokenizer")]
+                let mut d = model.target_tokenizer()?.detokenizer(true);
+                let mut f = |e: crate::decode::StreamEvent| {
+                    #[allow(unused_mut)]
+                    let mut piece = String::new();
+                    #[cfg(feature = "tokenizer")]
+                    for &id in e.ids.iter().filter(|i| !special.contains(i)) {
+                        if let Ok(p) = d.push(id) {
+                            piece.push_str(&p);
+                        }
+                    }
+                    // SAFETY: the caller's function, with pointers valid for the call.
+                    let r = unsafe {
+                        cb(
+                            user,
+                            0,
+                            e.ids.as_ptr(),
+                            e.ids.len(),
+                            piece.as_ptr() as *const c_char,
+                            piece.len(),
+                        )
+                    };
+                    if r != 0 {
+                        crate::decode::Flow::Stop
+                    } else {
+                        crate::decode::Flow::Continue
+                    }
+                };
+                chat.turn(s, &tokens, &o, Some(cancel), Some(&mut f))?
+            }
+        };
+        let shown: Vec<u32> = reply
+            .ids
+            .iter()
+            .copied()
+            .filter(|i| !special.contains(i))
+            .collect();
+        let text = detokenize(&model, &shown, true)?;
+        let hyp = ResultHyp {
+            text: Some(CString::new(text.replace('\0', "")).expect("NULs removed")),
+            ids: reply.ids,
+            score: reply.score,
+        };
+        put(
+            out,
+            Box::into_raw(Box::new(quill_result {
+                outputs: vec![vec![hyp]],
+                stopped: cancel.is_cancelled(),
+            })),
+            "out",
+        )
     })
 }
 

@@ -259,6 +259,10 @@ int main(int argc, char **argv) {
   CHECK(quill_result_score(r, 0, 7, &sc) == QUILL_ERR_INVALID_ARGUMENT, "hypothesis out of range");
   CHECK(quill_result_hypotheses(r, 9) == 0 && quill_result_inputs(NULL) == 0, "counts out of range");
   quill_result_free(r);
+  CHECK(quill_chat_turn(session, "w5", &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "chat needs a decoder-only model");
+  CHECK(quill_chat_turn(session, NULL, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "chat with NULL text");
+  CHECK(quill_session_reset(NULL) == QUILL_ERR_INVALID_ARGUMENT, "reset NULL");
+  CHECK(quill_set_log_callback(NULL, NULL) == QUILL_OK, "log callback reset");
   quill_model_free(NULL);
   quill_session_free(NULL);
   quill_result_free(NULL);

@@ -87,7 +87,20 @@ fn golden_ids() -> (String, String) {
     (text, ids)
 }
 
-/// Compiles `tests/c/<src>` with `compiler` and `flags` against the shared or static library.
+/// A directory holding `libquill.so.<ABI>` (the library's SONAME, as an installation names it)
+/// for programs linked against this run's `libquill.so`.
+fn soname_dir(dir: &Path) -> PathBuf {
+    let run_dir = dir.join("lib");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let soname = run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION));
+    if !soname.exists() {
+        std::os::unix::fs::symlink(lib_dir().join("libquill.so"), &soname).unwrap();
+    }
+    run_dir
+}
+
+/// Compiles `src` (a path in the repository) with `compiler` and `flags` against the shared or
+/// static library.
 fn build_c(
     dir: &Path,
     src: &str,
@@ -99,23 +112,18 @@ fn build_c(
     let exe = dir.join(exe_name);
     let libs = lib_dir();
     let mut cc = Command::new(compiler);
-    cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+    cc.args(["-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
         .args(flags);
     cc.arg("-I")
         .arg(root().join("include"))
-        .arg(root().join("tests/c").join(src))
+        .arg(root().join(src))
         .arg("-o")
         .arg(&exe);
     if static_link {
         cc.arg(libs.join("libquill.a"))
             .args(["-lpthread", "-ldl", "-lm"]);
     } else {
-        // The library's SONAME is libquill.so.<ABI>, as an installation names it.
-        let run_dir = dir.join("lib");
-        std::fs::create_dir_all(&run_dir).unwrap();
-        let soname = run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION));
-        let _ = std::fs::remove_file(&soname);
-        std::os::unix::fs::symlink(libs.join("libquill.so"), &soname).unwrap();
+        let run_dir = soname_dir(dir);
         cc.arg("-L")
             .arg(&libs)
             .arg("-lquill")
@@ -195,7 +203,14 @@ fn c_test_suite_passes_against_shared_and_static_libraries() {
         } else {
             "test_api_shared"
         };
-        let exe = build_c(dir.path(), "test_api.c", name, "cc", &[], static_link);
+        let exe = build_c(
+            dir.path(),
+            "tests/c/test_api.c",
+            name,
+            "cc",
+            &["-std=c11"],
+            static_link,
+        );
         run_c(&exe, &args, valgrind);
     }
 }
@@ -210,10 +225,10 @@ fn eight_threads_with_their_own_sessions_match_a_sequential_run() {
     let model = marian(dir.path());
     let exe = build_c(
         dir.path(),
-        "test_threads.c",
+        "tests/c/test_threads.c",
         "test_threads",
         "cc",
-        &[],
+        &["-std=c11"],
         false,
     );
     run_c(&exe, &[model.as_os_str()], false);
@@ -239,19 +254,23 @@ fn eight_threads_with_their_own_sessions_match_a_sequential_run() {
     }
     let exe = build_c(
         dir.path(),
-        "test_threads.c",
+        "tests/c/test_threads.c",
         "test_threads_asan",
         "clang",
-        &["-fsanitize=address", "-fno-omit-frame-pointer"],
+        &["-std=c11", "-fsanitize=address", "-fno-omit-frame-pointer"],
         false,
     );
     run_c(&exe, &[model.as_os_str()], false);
     let exe = build_c(
         dir.path(),
-        "test_api.c",
+        "tests/c/test_api.c",
         "test_api_asan",
         "clang",
-        &["-fsanitize=address,undefined", "-fno-omit-frame-pointer"],
+        &[
+            "-std=c11",
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+        ],
         false,
     );
     let (text, ids) = golden_ids();
@@ -409,34 +428,14 @@ fn cpp_binding_gives_the_same_ids() {
     let dir = tempfile::tempdir().unwrap();
     let model = marian(dir.path());
     let (expected, text) = expected_cases(dir.path(), &model);
-    let libs = lib_dir();
-    let exe = dir.path().join("test_quill_cpp");
-    let run_dir = dir.path().join("lib");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    std::os::unix::fs::symlink(
-        libs.join("libquill.so"),
-        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
-    )
-    .unwrap();
-    let out = Command::new("c++")
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"])
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg("-I")
-        .arg(root().join("bindings/cpp"))
-        .arg(root().join("bindings/cpp/test_quill.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .arg("-L")
-        .arg(&libs)
-        .arg("-lquill")
-        .arg(format!("-Wl,-rpath,{}", run_dir.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "c++ failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let include = format!("-I{}", root().join("bindings/cpp").display());
+    let exe = build_c(
+        dir.path(),
+        "bindings/cpp/test_quill.cpp",
+        "test_quill_cpp",
+        "c++",
+        &["-std=c++17", &include],
+        false,
     );
     run_c(
         &exe,
@@ -489,13 +488,7 @@ fn go_binding_gives_the_same_ids() {
     let model = marian(dir.path());
     let (expected, text) = expected_cases(dir.path(), &model);
     let libs = lib_dir();
-    let run_dir = dir.path().join("lib");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    std::os::unix::fs::symlink(
-        libs.join("libquill.so"),
-        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
-    )
-    .unwrap();
+    let run_dir = soname_dir(dir.path());
     let out = Command::new("go")
         .args(["test", "-count=1", "./..."])
         .current_dir(root().join("bindings/go/quill"))
@@ -540,42 +533,23 @@ fn swift_module_map_imports_the_c_api() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let libs = lib_dir();
-    let run_dir = dir.path().join("lib");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    std::os::unix::fs::symlink(
-        libs.join("libquill.so"),
-        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
-    )
-    .unwrap();
-    let exe = dir.path().join("modulemap_check");
-    let out = Command::new("clang")
-        .args(["-fmodules", "-Werror"])
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(format!(
-            "-fmodule-map-file={}",
-            root()
-                .join("bindings/swift/Sources/CQuill/module.modulemap")
-                .display()
-        ))
-        .arg(format!(
-            "-fmodules-cache-path={}",
-            dir.path().join("mcache").display()
-        ))
-        .arg(root().join("tests/c/modulemap_check.m"))
-        .arg("-o")
-        .arg(&exe)
-        .arg("-L")
-        .arg(&libs)
-        .arg("-lquill")
-        .arg(format!("-Wl,-rpath,{}", run_dir.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "clang modules failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let map = format!(
+        "-fmodule-map-file={}",
+        root()
+            .join("bindings/swift/Sources/CQuill/module.modulemap")
+            .display()
+    );
+    let cache = format!(
+        "-fmodules-cache-path={}",
+        dir.path().join("mcache").display()
+    );
+    let exe = build_c(
+        dir.path(),
+        "tests/c/modulemap_check.m",
+        "modulemap_check",
+        "clang",
+        &["-fmodules", &map, &cache],
+        false,
     );
     run_c(&exe, &[], false);
 }
@@ -590,31 +564,13 @@ fn c_examples_build_and_run() {
     let model = marian(dir.path());
     let (text, _) = golden_ids();
     for (src, args) in [("translate.c", vec![]), ("stream.c", vec!["4"])] {
-        let exe = dir.path().join(src.trim_end_matches(".c"));
-        let libs = lib_dir();
-        let run_dir = dir.path().join("lib");
-        std::fs::create_dir_all(&run_dir).unwrap();
-        let so = run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION));
-        if !so.exists() {
-            std::os::unix::fs::symlink(libs.join("libquill.so"), &so).unwrap();
-        }
-        let out = Command::new("cc")
-            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
-            .arg("-I")
-            .arg(root().join("include"))
-            .arg(root().join("bindings/c").join(src))
-            .arg("-o")
-            .arg(&exe)
-            .arg("-L")
-            .arg(&libs)
-            .arg("-lquill")
-            .arg(format!("-Wl,-rpath,{}", run_dir.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{src}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let exe = build_c(
+            dir.path(),
+            &format!("bindings/c/{src}"),
+            src.trim_end_matches(".c"),
+            "cc",
+            &["-std=c11"],
+            false,
         );
         let run = Command::new(&exe)
             .arg(&model)
@@ -648,32 +604,13 @@ fn c_chat_example_keeps_the_conversation() {
         &mut |_, _| {},
     )
     .unwrap();
-    let libs = lib_dir();
-    let run_dir = dir.path().join("lib");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    std::os::unix::fs::symlink(
-        libs.join("libquill.so"),
-        run_dir.join(format!("libquill.so.{}", quill::ffi::QUILL_ABI_VERSION)),
-    )
-    .unwrap();
-    let exe = dir.path().join("chat");
-    let out = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(root().join("bindings/c/chat.c"))
-        .arg("-o")
-        .arg(&exe)
-        .arg("-L")
-        .arg(&libs)
-        .arg("-lquill")
-        .arg(format!("-Wl,-rpath,{}", run_dir.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chat.c: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let exe = build_c(
+        dir.path(),
+        "bindings/c/chat.c",
+        "chat",
+        "cc",
+        &["-std=c11"],
+        false,
     );
     let mut child = Command::new(&exe)
         .arg(&model)

@@ -705,12 +705,14 @@ fn llama(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
         .as_f64()
         .or(hf.opt_f64("rope_theta")?)
         .unwrap_or(10_000.0);
-    c.max_positions = hf.usize("max_position_embeddings")?;
+    // Rotary positions have no table: like transformers, quill runs past max_position_embeddings
+    // (max_positions 0 = no limit). A sliding window is a real limit: within it, sliding-window
+    // attention is ordinary causal attention; beyond it quill would compute something else.
+    c.max_positions = 0;
     if let Some(w) = hf.opt_usize("sliding_window")?
         && hf.opt_bool("use_sliding_window")? != Some(false)
-        && w < c.max_positions
+        && w < hf.usize("max_position_embeddings")?
     {
-        // Within the window, sliding-window attention is ordinary causal attention.
         c.max_positions = w;
     }
     c.bos_id = hf.id("bos_token_id")?;

@@ -616,18 +616,7 @@ pub unsafe extern "C" fn quill_chat_turn(
         let chat = unsafe { &mut *(*session).chat.get() };
         let model = s.model().clone();
         let text = unsafe { c_str(text, "text") }?;
-        let p = if params.is_null() {
-            let mut d = std::mem::MaybeUninit::<quill_generate_params>::uninit();
-            let handle = quill_model {
-                model: model.clone(),
-            };
-            match unsafe { quill_generate_default_params(&handle, d.as_mut_ptr()) } {
-                quill_status::QUILL_OK => unsafe { d.assume_init() },
-                _ => return Err(Error::InvalidArgument("default parameters".into())),
-            }
-        } else {
-            unsafe { self::params(params, "params") }?
-        };
+        let p = unsafe { generate_params(&model, params) }?;
         if out.is_null() {
             return Err(arg("out"));
         }
@@ -884,44 +873,70 @@ pub unsafe extern "C" fn quill_generate_default_params(
     model: *const quill_model,
     params: *mut quill_generate_params,
 ) -> quill_status {
-    use crate::decode::{GenerateOptions, Strategy};
     guard(|| {
-        let o = match unsafe { model.as_ref() } {
-            Some(m) => GenerateOptions::model_defaults(&m.model)?,
-            None => GenerateOptions::default(),
-        };
-        let mut p = quill_generate_params {
-            struct_size: std::mem::size_of::<quill_generate_params>(),
-            max_new_tokens: o.max_new_tokens as u32,
-            min_new_tokens: o.min_new_tokens as u32,
-            beams: 1,
-            n_best: 1,
-            length_penalty: 1.0,
-            sample: 0,
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            seed: 0,
-            repetition_penalty: o.repetition_penalty,
-            no_repeat_ngram_size: o.no_repeat_ngram_size as u32,
-        };
-        match o.strategy {
-            Strategy::Greedy => {}
-            Strategy::Beam(b) => {
-                p.beams = b.beams as u32;
-                p.length_penalty = b.length_penalty;
-            }
-            Strategy::Sample(s) => {
-                p.sample = 1;
-                p.temperature = s.temperature;
-                p.top_k = s.top_k as u32;
-                p.top_p = s.top_p;
-                p.min_p = s.min_p;
-            }
-        }
-        put(params, p, "params")
+        put(
+            params,
+            default_generate_params(unsafe { model.as_ref() }.map(|m| &m.model))?,
+            "params",
+        )
     })
+}
+
+/// The decoding parameters `quill_generate_default_params` gives.
+fn default_generate_params(
+    model: Option<&crate::model::Model>,
+) -> Result<quill_generate_params, Error> {
+    use crate::decode::{GenerateOptions, Strategy};
+    let o = match model {
+        Some(m) => GenerateOptions::model_defaults(m)?,
+        None => GenerateOptions::default(),
+    };
+    let mut p = quill_generate_params {
+        struct_size: std::mem::size_of::<quill_generate_params>(),
+        max_new_tokens: o.max_new_tokens as u32,
+        min_new_tokens: o.min_new_tokens as u32,
+        beams: 1,
+        n_best: 1,
+        length_penalty: 1.0,
+        sample: 0,
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 0,
+        repetition_penalty: o.repetition_penalty,
+        no_repeat_ngram_size: o.no_repeat_ngram_size as u32,
+    };
+    match o.strategy {
+        Strategy::Greedy => {}
+        Strategy::Beam(b) => {
+            p.beams = b.beams as u32;
+            p.length_penalty = b.length_penalty;
+        }
+        Strategy::Sample(s) => {
+            p.sample = 1;
+            p.temperature = s.temperature;
+            p.top_k = s.top_k as u32;
+            p.top_p = s.top_p;
+            p.min_p = s.min_p;
+        }
+    }
+    Ok(p)
+}
+
+/// The caller's parameters, or the model's defaults for NULL.
+///
+/// # Safety
+/// `params` is NULL or initialized by `quill_generate_default_params`.
+unsafe fn generate_params(
+    model: &crate::model::Model,
+    params: *const quill_generate_params,
+) -> Result<quill_generate_params, Error> {
+    if params.is_null() {
+        default_generate_params(Some(model))
+    } else {
+        unsafe { self::params(params, "params") }
+    }
 }
 
 fn options(
@@ -968,15 +983,7 @@ fn run_generation(
 ) -> Result<(), Error> {
     let (s, cancel) = unsafe { session_mut(session) }?;
     let model = s.model().clone();
-    let p = if params.is_null() {
-        let mut d = std::mem::MaybeUninit::<quill_generate_params>::uninit();
-        match unsafe { quill_generate_default_params(std::ptr::null(), d.as_mut_ptr()) } {
-            quill_status::QUILL_OK => unsafe { d.assume_init() },
-            _ => return Err(Error::InvalidArgument("default parameters".into())),
-        }
-    } else {
-        unsafe { self::params(params, "params") }?
-    };
+    let p = unsafe { generate_params(&model, params) }?;
     if out.is_null() {
         return Err(arg("out"));
     }

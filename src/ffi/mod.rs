@@ -645,7 +645,7 @@ pub unsafe extern "C" fn quill_chat_turn(
                             0,
                             e.ids.as_ptr(),
                             e.ids.len(),
-                            piece.as_ptr() as *const c_char,
+                            piece.as_ptr().cast::<c_char>(),
                             piece.len(),
                         )
                     };
@@ -856,7 +856,7 @@ pub unsafe extern "C" fn quill_detokenize(
             return Err(Error::BufferTooSmall(text.len() + 1));
         }
         unsafe {
-            std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, text.len());
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
             *buf.add(text.len()) = 0;
         }
         Ok(())
@@ -1018,7 +1018,7 @@ fn run_generation(
                     }
                 }
                 let text_ptr = if with_text {
-                    text.as_ptr() as *const c_char
+                    text.as_ptr().cast::<c_char>()
                 } else {
                     std::ptr::null()
                 };

@@ -3,6 +3,20 @@
 //! The crate is layered (`CONTRIBUTING.md` has the map): [`format`] reads and writes the
 //! `.quill` file, [`tensor`] views its bytes as typed weights, [`convert`] quantizes, and
 //! [`ffi`] exposes the stable C API declared in `include/quill.h`.
+//!
+//! ```
+//! // A .quill file is a safetensors file with quill's conventions; write one and read it back.
+//! use quill::{QuillFile, Writer};
+//! let mut w = Writer::new();
+//! w.add("weights", &[2, 2], &[1.0f32, 2.0, 3.0, 4.0])?;
+//! let file = QuillFile::from_bytes(&w.to_bytes())?;
+//! let m = file.matrix("weights")?;
+//! assert_eq!((m.rows, m.cols, m.to_f32_vec()), (2, 2, vec![1.0, 2.0, 3.0, 4.0]));
+//! # Ok::<(), quill::Error>(())
+//! ```
+//!
+//! Running a model: `Model::open`, `Session::new`, then `quill::decode::generate` (or
+//! `Session::generate_text`); see README.md.
 
 pub mod convert;
 pub mod decode;

@@ -94,8 +94,6 @@ unsafe fn gemm_q4_impl(x: &QActs, codes: &[u8], ws: &[f16], y: &mut Out) {
 thread_local! {
     /// One activation row split into even/odd halves per group (reused).
     static SPLIT: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
-    /// The packed weight panel of the f32 GEMM (reused).
-    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 #[inline(always)]
@@ -136,56 +134,10 @@ fn gemv_f32(x: &[f32], k: usize, w: &[f32], y: &mut Out) {
     unsafe { inner(x, k, w, y) }
 }
 
-#[target_feature(enable = "avx2,fma")]
+/// `Y = X · Wᵀ` for many rows: the shared packed driver with this level's 6×16 tile.
 unsafe fn sgemm(x: &[f32], k: usize, w: &[f32], y: &mut Out) {
-    let (m, n) = (y.rows(), y.cols());
-    assert!(x.len() >= m * k && w.len() >= n * k);
-    PANEL.with(|panel| {
-        let mut panel = panel.borrow_mut();
-        if panel.len() < KC * NR {
-            panel.resize(KC * NR, 0.0);
-        }
-        let mut j0 = 0;
-        while j0 < n {
-            let cols = (n - j0).min(NR);
-            let mut k0 = 0;
-            while k0 < k {
-                let kc = (k - k0).min(KC);
-                for kk in 0..kc {
-                    for jj in 0..NR {
-                        panel[kk * NR + jj] = if jj < cols {
-                            w[(j0 + jj) * k + k0 + kk]
-                        } else {
-                            0.0
-                        };
-                    }
-                }
-                let mut i0 = 0;
-                while i0 < m {
-                    let rows = (m - i0).min(MR);
-                    // SAFETY: reads rows i0..i0+rows of x at k0..k0+kc and the panel; writes
-                    // rows i0..i0+rows, columns j0..j0+cols of y.
-                    unsafe {
-                        tile(
-                            rows,
-                            x.as_ptr().add(i0 * k + k0),
-                            k,
-                            panel.as_ptr(),
-                            kc,
-                            y,
-                            i0,
-                            j0,
-                            cols,
-                            k0 > 0,
-                        )
-                    };
-                    i0 += rows;
-                }
-                k0 += kc;
-            }
-            j0 += cols;
-        }
-    });
+    // SAFETY: `tile` needs the features this table was handed out for.
+    unsafe { super::packed_sgemm::<MR, NR, KC>(x, k, w, y, tile) }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -614,65 +614,10 @@ const NR: usize = 32;
 /// activations it meets.
 const KC: usize = 256;
 
-thread_local! {
-    /// The packed weight panel of the f32 GEMM, allocated once per thread.
-    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `Y = X · Wᵀ` for many rows: for each panel of 32 weight rows and KC columns, pack it
-/// transposed (`[KC][32]`), then sweep all activation rows through it in tiles of MR rows.
-#[target_feature(enable = "avx512f,fma")]
+/// `Y = X · Wᵀ` for many rows: the shared packed driver with this level's 12×32 tile.
 unsafe fn sgemm(x: &[f32], k: usize, w: &[f32], y: &mut Out) {
-    let (m, n) = (y.rows(), y.cols());
-    assert!(x.len() >= m * k && w.len() >= n * k);
-    PANEL.with(|panel| {
-        let mut panel = panel.borrow_mut();
-        if panel.len() < KC * NR {
-            panel.resize(KC * NR, 0.0);
-        }
-        let mut j0 = 0;
-        while j0 < n {
-            let cols = (n - j0).min(NR);
-            let mut k0 = 0;
-            while k0 < k {
-                let kc = (k - k0).min(KC);
-                // Pack W[j0..j0+cols, k0..k0+kc] transposed; missing columns are zero.
-                for kk in 0..kc {
-                    let dst = &mut panel[kk * NR..kk * NR + NR];
-                    for (jj, d) in dst.iter_mut().enumerate() {
-                        *d = if jj < cols {
-                            w[(j0 + jj) * k + k0 + kk]
-                        } else {
-                            0.0
-                        };
-                    }
-                }
-                let mut i0 = 0;
-                while i0 < m {
-                    let rows = (m - i0).min(MR);
-                    // SAFETY: the tile reads rows i0..i0+rows of x at columns k0..k0+kc and the
-                    // packed panel; it writes rows i0..i0+rows, columns j0..j0+cols of y.
-                    unsafe {
-                        tile(
-                            rows,
-                            x.as_ptr().add(i0 * k + k0),
-                            k,
-                            panel.as_ptr(),
-                            kc,
-                            y,
-                            i0,
-                            j0,
-                            cols,
-                            k0 > 0,
-                        )
-                    };
-                    i0 += rows;
-                }
-                k0 += kc;
-            }
-            j0 += cols;
-        }
-    });
+    // SAFETY: `tile` needs the features this table was handed out for.
+    unsafe { super::packed_sgemm::<MR, NR, KC>(x, k, w, y, tile) }
 }
 
 /// One MR×NR tile over `kc` steps; `accumulate` adds to what is in `y` (later K panels).

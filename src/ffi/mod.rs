@@ -418,18 +418,26 @@ pub unsafe extern "C" fn quill_model_open_memory(
     })
 }
 
+/// Drops a handle made by `Box::into_raw` (NULL is fine); a panic in a destructor is caught.
+///
+/// # Safety
+/// `p` is NULL or a live handle of this library not used by any other call.
+unsafe fn free_boxed<T>(p: *mut T) {
+    if !p.is_null() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(unsafe { Box::from_raw(p) })
+        }));
+    }
+}
+
 /// Frees a model (NULL is fine). No call may be using it; sessions stay valid.
 ///
 /// # Safety
 /// `model` is NULL or came from `quill_model_open*` and was not freed yet.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn quill_model_free(model: *mut quill_model) {
-    if !model.is_null() {
-        // SAFETY: caller contract; dropping cannot panic across the boundary (catch it anyway).
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            drop(unsafe { Box::from_raw(model) })
-        }));
-    }
+    // SAFETY: forwarded contract.
+    unsafe { free_boxed(model) }
 }
 
 /// Describes `model` in `*info` (set `info->struct_size` first). Any thread.
@@ -571,11 +579,8 @@ pub unsafe extern "C" fn quill_session_new(
 /// `session` is NULL or a live session no other call is using.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn quill_session_free(session: *mut quill_session) {
-    if !session.is_null() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            drop(unsafe { Box::from_raw(session) })
-        }));
-    }
+    // SAFETY: forwarded contract.
+    unsafe { free_boxed(session) }
 }
 
 /// Forgets the session's started sequences (its memory stays allocated). The session's thread.
@@ -1296,11 +1301,8 @@ pub unsafe extern "C" fn quill_result_score(
 /// `result` NULL or live and not used by any other call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn quill_result_free(result: *mut quill_result) {
-    if !result.is_null() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            drop(unsafe { Box::from_raw(result) })
-        }));
-    }
+    // SAFETY: forwarded contract.
+    unsafe { free_boxed(result) }
 }
 
 /// Low level: starts `n` inputs (seq2seq: encodes them; decoder-only: prefills the prompts,

@@ -29,6 +29,8 @@ pub mod model;
 pub mod tensor;
 #[cfg(feature = "tokenizer")]
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use format::{Arch, Config, QuillFile, Writer};

@@ -14,7 +14,7 @@
 
 mod beam;
 mod processors;
-mod rng;
+pub mod rng;
 
 use crate::error::{Error, Result};
 use crate::format::Arch;

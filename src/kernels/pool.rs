@@ -62,6 +62,16 @@ impl Pool {
         self.threads
     }
 
+    /// Runs `f` with this pool's workers serving rayon's parallel iterators inside it. With one
+    /// thread there is no pool: `f` runs on the caller's thread, and callers should then loop
+    /// sequentially instead of using parallel iterators (they would reach rayon's global pool).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
     /// Runs `f(first_column, window)` over column windows of `out` of at least `min_cols` columns
     /// (the last may be shorter), one task per thread at most. Splits by `rayon::join` inside the
     /// pool, which needs no heap allocation (a decoding step allocates nothing).

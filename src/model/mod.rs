@@ -11,7 +11,9 @@ mod weights;
 use std::path::Path;
 use std::sync::Arc;
 
+pub(crate) use session::rope_tables;
 pub use session::{Limits, Session};
+pub(crate) use weights::sinusoids;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

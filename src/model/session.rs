@@ -1188,7 +1188,7 @@ impl Limits {
 
 /// Rotary tables as Hugging Face computes them (in f32): `inv_freq[i] = 1 / θ^(2i/d)`,
 /// angle = position · inv_freq[i].
-fn rope_tables(len: usize, hd: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn rope_tables(len: usize, hd: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
     let half = hd / 2;
     let inv: Vec<f32> = (0..half)
         .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / hd as f32))

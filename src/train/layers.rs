@@ -55,14 +55,21 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// `dst[cols, rows] = src[rows, cols]ᵀ`, in cache-sized tiles.
+/// `dst[cols, rows] = src[rows, cols]ᵀ`, through 16×16 tiles held in registers / L1.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const T: usize = 32;
+    const T: usize = 16;
+    let mut tile = [[0f32; T]; T];
     for r0 in (0..rows).step_by(T) {
+        let rn = (rows - r0).min(T);
         for c0 in (0..cols).step_by(T) {
-            for r in r0..(r0 + T).min(rows) {
-                for c in c0..(c0 + T).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+            let cn = (cols - c0).min(T);
+            for (r, t) in tile.iter_mut().enumerate().take(rn) {
+                t[..cn].copy_from_slice(&src[(r0 + r) * cols + c0..][..cn]);
+            }
+            for c in 0..cn {
+                let d = &mut dst[(c0 + c) * rows + r0..][..rn];
+                for (r, v) in d.iter_mut().enumerate() {
+                    *v = tile[r][c];
                 }
             }
         }
@@ -163,9 +170,11 @@ pub fn linear_backward(
 // ---- normalization ----
 
 /// LayerNorm or RMSNorm of each row of `x[N, C]` into `out`, keeping each row's mean (0 for
-/// RMSNorm) and reciprocal standard deviation for the backward pass.
+/// RMSNorm) and reciprocal standard deviation for the backward pass. The output comes from the
+/// runtime's own norm kernels, so an exported model computes exactly what was trained.
 #[allow(clippy::too_many_arguments)]
 pub fn norm_forward(
+    kern: &Kernels,
     kind: Norm,
     x: &[f32],
     c: usize,
@@ -183,8 +192,9 @@ pub fn norm_forward(
         };
         let var = xr.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / c as f32;
         let rs = 1.0 / (var + eps).sqrt();
-        for i in 0..c {
-            or[i] = (xr[i] - m) * rs * w[i] + b.map_or(0.0, |b| b[i]);
+        match kind {
+            Norm::LayerNorm => (kern.layer_norm)(xr, w, b, eps, or),
+            Norm::RmsNorm => (kern.rms_norm)(xr, w, eps, or),
         }
         mean[r] = m;
         rstd[r] = rs;
@@ -549,10 +559,18 @@ pub fn cross_entropy(
             return;
         }
         let max = z.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let sum: f64 = z.iter().map(|&x| ((x - max) as f64).exp()).sum();
-        let lse = max as f64 + sum.ln();
         let mean_z: f64 = z.iter().map(|&x| x as f64).sum::<f64>() / v as f64;
-        let nll = lse - z[y as usize] as f64;
+        let zy = z[y as usize] as f64;
+        let sum: f64 = match grad_scale {
+            // Keep exp(z − max) in place for the gradient.
+            Some(_) => z.iter_mut().fold(0.0, |s, x| {
+                *x = (*x - max).exp();
+                s + *x as f64
+            }),
+            None => z.iter().map(|&x| (x - max).exp() as f64).sum(),
+        };
+        let lse = max as f64 + sum.ln();
+        let nll = lse - zy;
         let smooth = lse - mean_z;
         **out = LossSums {
             loss: (1.0 - eps as f64) * nll + eps as f64 * smooth,
@@ -560,9 +578,9 @@ pub fn cross_entropy(
             tokens: 1,
         };
         if let Some(g) = grad_scale {
-            let off = eps / v as f32;
+            let (off, inv) = (eps / v as f32, (1.0 / sum) as f32);
             for x in z.iter_mut() {
-                *x = g * (((*x as f64 - lse).exp()) as f32 - off);
+                *x = g * (*x * inv - off);
             }
             z[y as usize] -= g * (1.0 - eps);
         }

@@ -4,11 +4,21 @@
 //! - [`layers`]: forward/backward pairs (llm.c style) on the runtime's f32 kernels;
 //! - [`model`]: the parameter layout under canonical `.quill` names, and the passes over a
 //!   padded batch of an encoder-decoder or decoder-only Transformer;
-//! - [`metrics`]: corpus BLEU and chrF, sacreBLEU-compatible; [`plot`]: training curves as PNG.
+//! - [`optim`]: AdamW, schedules, clipping; [`data`]: corpora, bucketed batches, cursors;
+//! - [`tok`]: BPE / Unigram tokenizer training;
+//! - [`run`]: a training run, checkpoints, exports;
+//! - [`translate`]: decoding a test set with the runtime; [`metrics`]: BLEU and chrF,
+//!   sacreBLEU-compatible; [`plot`]: training curves as PNG.
 
+pub mod data;
 pub mod layers;
 pub mod metrics;
 pub mod model;
+pub mod optim;
+pub mod plot;
+pub mod run;
+pub mod tok;
+pub mod translate;
 
 #[cfg(test)]
 mod gradcheck;

@@ -580,6 +580,7 @@ impl Transformer {
         let n = x.len() / d;
         let (w, b) = norm_slices(p, np, d);
         ly::norm_forward(
+            crate::kernels::kernels(),
             self.config.norm,
             x,
             d,

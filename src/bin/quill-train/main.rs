@@ -1,0 +1,743 @@
+//! `quill-train`: from a corpus to a shipped `.quill` model. Argument parsing, progress, logs
+//! and files; the work is in `quill::train`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quill::convert::quantize::Target;
+use quill::decode::{BeamOptions, GenerateOptions, Strategy};
+use quill::format::{Activation, Arch, Config, Norm, Positions, QuillFile};
+use quill::tokenizer::Tokenizer;
+use quill::train::data::{self, Cursor, Holdout, Split, Task};
+use quill::train::model::{Batch, Structure, Transformer, parse_activation};
+use quill::train::optim::{AdamWOptions, Schedule};
+use quill::train::plot::{Chart, Series, write_png};
+use quill::train::run::{Options, State, Trainer, load_model};
+use quill::train::{tok, translate};
+
+/// Train a Transformer translation model (TSV of source<TAB>target) or language model (plain
+/// text), and write `.quill` files the runtime loads unchanged.
+#[derive(Parser, Debug)]
+#[command(name = "quill-train", version)]
+struct Args {
+    /// Training corpus: `source<TAB>target` lines (seq2seq) or text (lm).
+    #[arg(long)]
+    train: PathBuf,
+    /// Dev set (same format); without it, --holdout takes dev and test out of --train.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test set, scored with BLEU and chrF at the end (seq2seq).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Per mille of the training lines held out for dev, and as many for test (by a hash of each line).
+    #[arg(long)]
+    holdout: Option<u32>,
+    /// Output folder: checkpoint.quill, model.quill (f32), model-<q>.quill, metrics.jsonl, curves.png.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// seq2seq (encoder-decoder) or lm (decoder-only).
+    #[arg(long, default_value = "seq2seq")]
+    task: String,
+
+    /// Continue a run from its checkpoint (all other model and training flags are ignored, except --steps, --epochs, --threads and the evaluation flags).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Fine-tune: start from this f32 (or f16/bf16) `.quill` model, keeping its architecture and tokenizer.
+    #[arg(long)]
+    init: Option<PathBuf>,
+
+    /// Tokenizer to train: bpe or unigram.
+    #[arg(long, default_value = "unigram")]
+    tokenizer: String,
+    /// Use this tokenizer.json instead of training one (ids 0-3 must be <pad> <unk> </s> <s>).
+    #[arg(long)]
+    tokenizer_json: Option<PathBuf>,
+    /// Vocabulary size of the trained tokenizer (shared by source and target).
+    #[arg(long, default_value_t = 8000)]
+    vocab: usize,
+    /// Lines of the corpus the tokenizer is trained on (the first ones).
+    #[arg(long, default_value_t = 200_000)]
+    tokenizer_lines: usize,
+
+    /// A quill Config as JSON (docs/format.md §4) instead of the model flags below.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    d_model: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Key/value heads (grouped-query attention); default: --heads.
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    #[arg(long, default_value_t = 1024)]
+    ffn: usize,
+    #[arg(long, default_value_t = 3)]
+    encoder_layers: usize,
+    #[arg(long, default_value_t = 3)]
+    decoder_layers: usize,
+    /// relu, gelu, gelu_tanh or silu.
+    #[arg(long, default_value = "relu")]
+    activation: String,
+    /// Gated feed-forward (SwiGLU with --activation silu).
+    #[arg(long)]
+    gated: bool,
+    /// layer or rms.
+    #[arg(long, default_value = "layer")]
+    norm: String,
+    /// Normalize after each residual add (the original Transformer) instead of before.
+    #[arg(long)]
+    post_norm: bool,
+    /// sinusoidal, learned or rotary.
+    #[arg(long, default_value = "sinusoidal")]
+    positions: String,
+    /// Longest sequence the positions cover.
+    #[arg(long, default_value_t = 256)]
+    max_positions: usize,
+    /// No biases in linear layers and norms.
+    #[arg(long)]
+    no_bias: bool,
+    /// A separate output projection instead of the embedding table.
+    #[arg(long)]
+    untied: bool,
+
+    /// Stop after this many updates (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    steps: u64,
+    /// Stop after this many passes over the corpus (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    epochs: u64,
+    /// Stop after this many minutes of training (0: no limit).
+    #[arg(long, default_value_t = 0.0)]
+    minutes: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1000)]
+    warmup: u64,
+    /// inverse-sqrt, cosine (to --min-lr-ratio at --steps) or constant.
+    #[arg(long, default_value = "inverse-sqrt")]
+    schedule: String,
+    #[arg(long, default_value_t = 0.1)]
+    min_lr_ratio: f64,
+    /// Tokens per batch, padding included (source + target).
+    #[arg(long, default_value_t = 4096)]
+    batch_tokens: usize,
+    /// Batches accumulated per update.
+    #[arg(long, default_value_t = 1)]
+    accum: usize,
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    #[arg(long, default_value_t = 0.98)]
+    beta2: f64,
+    /// Longest sentence kept (tokens); LM: the block length.
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    chunk_lines: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+
+    /// Evaluate on the dev set every this many updates (0: only at the end).
+    #[arg(long, default_value_t = 1000)]
+    eval_every: u64,
+    /// Dev sentences translated for BLEU/chrF at each evaluation (0: loss only).
+    #[arg(long, default_value_t = 200)]
+    eval_sentences: usize,
+    /// Beams of the test-set translation at the end (the exported model's default).
+    #[arg(long, default_value_t = 4)]
+    beams: usize,
+    /// Save a checkpoint every this many updates (and always at the end).
+    #[arg(long, default_value_t = 1000)]
+    save_every: u64,
+    /// Print a log line every this many updates.
+    #[arg(long, default_value_t = 100)]
+    log_every: u64,
+    /// Quantized exports besides f32: comma-separated int8, int4, f16, bf16.
+    #[arg(long, default_value = "int8")]
+    quantize: String,
+    /// Draw the training and dev curves into <out>/curves.png.
+    #[arg(long)]
+    plot: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quill-train: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn parse_norm(s: &str) -> Res<Norm> {
+    Ok(match s {
+        "layer" => Norm::LayerNorm,
+        "rms" => Norm::RmsNorm,
+        _ => return Err(format!("--norm {s}: expected layer or rms").into()),
+    })
+}
+
+fn parse_positions(s: &str) -> Res<Positions> {
+    Ok(match s {
+        "sinusoidal" => Positions::Sinusoidal,
+        "learned" => Positions::Learned,
+        "rotary" => Positions::Rotary,
+        _ => return Err(format!("--positions {s}: expected sinusoidal, learned or rotary").into()),
+    })
+}
+
+fn options(a: &Args) -> Res<Options> {
+    let schedule = match a.schedule.as_str() {
+        "inverse-sqrt" => Schedule::InverseSqrt { warmup: a.warmup },
+        "cosine" => {
+            if a.steps == 0 {
+                return Err("--schedule cosine needs --steps".into());
+            }
+            Schedule::Cosine {
+                warmup: a.warmup,
+                total: a.steps,
+                min_ratio: a.min_lr_ratio,
+            }
+        }
+        "constant" => Schedule::Constant { warmup: a.warmup },
+        s => {
+            return Err(
+                format!("--schedule {s}: expected inverse-sqrt, cosine or constant").into(),
+            );
+        }
+    };
+    if !(0.0..1.0).contains(&a.dropout) || !(0.0..1.0).contains(&a.label_smoothing) {
+        return Err("--dropout and --label-smoothing must be in [0, 1)".into());
+    }
+    Ok(Options {
+        seed: a.seed,
+        lr: a.lr,
+        schedule,
+        adam: AdamWOptions {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: 1e-9,
+            weight_decay: a.weight_decay,
+        },
+        clip: a.clip,
+        label_smoothing: a.label_smoothing,
+        dropout: a.dropout,
+        accum: a.accum.max(1),
+        budget: a.batch_tokens,
+        max_len: a.max_len,
+        chunk_lines: a.chunk_lines.max(1),
+        holdout: a.holdout.map(|p| Holdout { per_mille: p }),
+    })
+}
+
+/// The config of a new model from the flags (or --config).
+fn new_config(a: &Args, arch: Arch, vocab: usize) -> Res<Config> {
+    if let Some(p) = &a.config {
+        let json = std::fs::read_to_string(p)?;
+        let mut c = Config::from_json(&json, arch)?;
+        c.vocab_size = vocab;
+        return Ok(c);
+    }
+    let seq2seq = arch == Arch::Seq2Seq;
+    let activation: Activation = parse_activation(&a.activation)?;
+    let c = Config {
+        vocab_size: vocab,
+        d_model: a.d_model,
+        encoder_layers: if seq2seq { a.encoder_layers } else { 0 },
+        decoder_layers: a.decoder_layers,
+        heads: a.heads,
+        kv_heads: a.kv_heads,
+        head_dim: None,
+        ffn_dim: a.ffn,
+        activation,
+        gated_ffn: a.gated,
+        norm: parse_norm(&a.norm)?,
+        norm_eps: 1e-5,
+        pre_norm: !a.post_norm,
+        positions: parse_positions(&a.positions)?,
+        max_positions: a.max_positions,
+        position_offset: 0,
+        rope_theta: 10_000.0,
+        rope_interleaved: false,
+        relative_buckets: 0,
+        relative_max_distance: 0,
+        scale_embedding: true,
+        attention_scale: None,
+        logits_scale: 1.0,
+        bidirectional: false,
+        bos_id: Some(tok::BOS),
+        eos_ids: vec![tok::EOS],
+        pad_id: Some(tok::PAD),
+        unk_id: Some(tok::UNK),
+        decoder_start_id: seq2seq.then_some(tok::BOS),
+    };
+    c.validate(arch)?;
+    Ok(c)
+}
+
+/// Texts the tokenizer is trained on: both sides of the first pairs, or the first lines.
+fn tokenizer_texts(
+    path: &Path,
+    task_is_seq2seq: bool,
+    lines: usize,
+    holdout: Option<Holdout>,
+) -> Res<Vec<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if holdout.is_some_and(|h| h.split(line) != Split::Train) {
+            continue;
+        }
+        if task_is_seq2seq {
+            if let Some((s, t)) = data::parse_pair(line) {
+                out.push(s.to_string());
+                out.push(t.to_string());
+            }
+        } else if !line.trim().is_empty() {
+            out.push(line.to_string());
+        }
+        if out.len() >= 2 * lines {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+struct Log {
+    file: File,
+    train: Vec<(f64, f64)>,
+    dev: Vec<(f64, f64)>,
+    bleu: Vec<(f64, f64)>,
+    chrf: Vec<(f64, f64)>,
+}
+
+impl Log {
+    fn write(&mut self, v: serde_json::Value) -> Res<()> {
+        writeln!(self.file, "{v}")?;
+        Ok(())
+    }
+}
+
+fn run(a: Args) -> Res<()> {
+    std::fs::create_dir_all(&a.out)?;
+    let seq2seq = match a.task.as_str() {
+        "seq2seq" => true,
+        "lm" => false,
+        t => return Err(format!("--task {t}: expected seq2seq or lm").into()),
+    };
+    let arch = if seq2seq {
+        Arch::Seq2Seq
+    } else {
+        Arch::DecoderOnly
+    };
+    let opts = options(&a)?;
+    let ckpt = a.out.join("checkpoint.quill");
+
+    let mut trainer = if let Some(r) = &a.resume {
+        eprintln!("resuming from {}", r.display());
+        Trainer::resume(r, Some(&a.train), a.threads)?
+    } else {
+        let (model, params, tokenizer_json, generation) = if let Some(init) = &a.init {
+            let file = QuillFile::read(init)?;
+            let (m, p, t, g) = load_model(&file)?;
+            if m.arch != arch {
+                return Err(format!(
+                    "--init {}: a {} model, but --task {}",
+                    init.display(),
+                    m.arch.as_str(),
+                    a.task
+                )
+                .into());
+            }
+            eprintln!("fine-tuning {} ({} parameters)", init.display(), p.len());
+            (m, p, t, g)
+        } else {
+            let tokenizer_json = match &a.tokenizer_json {
+                Some(p) => std::fs::read_to_string(p)?,
+                None => {
+                    let t0 = Instant::now();
+                    let texts =
+                        tokenizer_texts(&a.train, seq2seq, a.tokenizer_lines, opts.holdout)?;
+                    let kind = tok::Kind::parse(&a.tokenizer)?;
+                    let json = tok::train(kind, a.vocab, seq2seq, texts.into_iter())?;
+                    eprintln!(
+                        "trained a {} tokenizer in {:.1} s",
+                        a.tokenizer,
+                        t0.elapsed().as_secs_f64()
+                    );
+                    json
+                }
+            };
+            std::fs::write(a.out.join("tokenizer.json"), &tokenizer_json)?;
+            let vocab = Tokenizer::from_json(&tokenizer_json)?.vocab_size();
+            let config = new_config(&a, arch, vocab)?;
+            let structure = Structure {
+                bias: !a.no_bias,
+                tied_output: !a.untied,
+                embed_norm: false,
+            };
+            let model = Transformer::new(arch, &config, structure)?;
+            let params = model.init(a.seed);
+            let generation = if seq2seq {
+                serde_json::json!({"num_beams": a.beams, "max_new_tokens": a.max_len.max(16) * 2})
+            } else {
+                serde_json::json!({"max_new_tokens": 128})
+            };
+            (model, params, tokenizer_json, Some(generation.to_string()))
+        };
+        let task = if seq2seq {
+            Task::Seq2Seq {
+                start: model.config.decoder_start_id.unwrap_or(tok::BOS),
+            }
+        } else {
+            Task::Lm {
+                block: a.max_len.min(model.max_len()),
+            }
+        };
+        let state = State {
+            step: 0,
+            cursor: Cursor::default(),
+            task,
+            train_path: a.train.clone(),
+            options: opts.clone(),
+            tokens: 0,
+            seconds: 0.0,
+        };
+        let mut t = Trainer::new(model, params, tokenizer_json, state, a.threads)?;
+        t.generation = generation;
+        t
+    };
+    let c = &trainer.model.config;
+    eprintln!(
+        "model: {} d={} heads={} ffn={} layers={}+{} vocab={} params={} threads={}",
+        trainer.model.arch.as_str(),
+        c.d_model,
+        c.heads,
+        c.ffn_dim,
+        c.encoder_layers,
+        c.decoder_layers,
+        c.vocab_size,
+        trainer.model.len,
+        trainer.threads()
+    );
+
+    // Dev and test sets.
+    let holdout = trainer.state.options.holdout;
+    // A split is a file of its own, or the lines of the training file that hash into it.
+    type Source = (PathBuf, Option<(Holdout, Split)>);
+    let split_of = |file: &Option<PathBuf>, s: Split| -> Option<Source> {
+        match (file, holdout) {
+            (Some(p), _) => Some((p.clone(), None)),
+            (None, Some(h)) => Some((trainer.state.train_path.clone(), Some((h, s)))),
+            (None, None) => None,
+        }
+    };
+    let dev_src = split_of(&a.dev, Split::Dev);
+    let test_src = split_of(&a.test, Split::Test);
+    let (dev_pairs, dev_batches) = match (&dev_src, trainer.state.task) {
+        (Some((p, h)), Task::Seq2Seq { start }) => {
+            let pairs = data::read_pairs(p, *h)?;
+            let mut ex = Vec::new();
+            for (s, t) in &pairs {
+                if let Some(e) =
+                    data::encode_pair(&trainer.tokenizer, s, t, trainer.state.options.max_len)?
+                {
+                    ex.push(e);
+                }
+            }
+            let mut rng = quill::decode::rng::Rng::new(0);
+            let batches = data::bucket(&ex, trainer.state.options.budget, start, &mut rng);
+            (pairs, batches)
+        }
+        (Some((p, h)), Task::Lm { block }) => {
+            let mut stream = Vec::new();
+            for line in data::read_lines(p, *h)? {
+                stream.extend(trainer.tokenizer.encode(&line, false)?);
+                stream.push(tok::EOS);
+            }
+            let mut rng = quill::decode::rng::Rng::new(0);
+            let per = (trainer.state.options.budget / block).max(1);
+            (Vec::new(), data::blocks(&stream, block, per, &mut rng))
+        }
+        (None, _) => (Vec::new(), Vec::new()),
+    };
+    if !dev_batches.is_empty() {
+        let n: usize = dev_batches.iter().map(|b| b.b).sum();
+        eprintln!("dev: {n} sequences");
+    }
+
+    let mut log = Log {
+        file: File::options()
+            .create(true)
+            .append(true)
+            .open(a.out.join("metrics.jsonl"))?,
+        train: Vec::new(),
+        dev: Vec::new(),
+        bleu: Vec::new(),
+        chrf: Vec::new(),
+    };
+    // Curves of earlier sessions of this run (resume).
+    if let Ok(text) = std::fs::read_to_string(a.out.join("metrics.jsonl")) {
+        for v in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            let step = v["step"].as_f64().unwrap_or(0.0);
+            if step > trainer.state.step as f64 {
+                continue;
+            }
+            match v["kind"].as_str() {
+                Some("train") => log
+                    .train
+                    .push((step, v["loss"].as_f64().unwrap_or(f64::NAN))),
+                Some("dev") => {
+                    log.dev.push((step, v["loss"].as_f64().unwrap_or(f64::NAN)));
+                    if let Some(b) = v["bleu"].as_f64() {
+                        log.bleu.push((step, b));
+                        log.chrf
+                            .push((step, v["chrf"].as_f64().unwrap_or(f64::NAN)));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let bar = if a.quiet {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    } else if a.steps > 0 {
+        ProgressBar::new(a.steps)
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(trainer.state.step);
+
+    let start = Instant::now();
+    let (mut win_loss, mut win_tok, mut win_nll, mut win_tokens, mut win_t) =
+        (0.0, 0usize, 0.0, 0usize, Instant::now());
+    loop {
+        let done_steps = a.steps > 0 && trainer.state.step >= a.steps;
+        let done_epochs = a.epochs > 0 && trainer.state.cursor.epoch >= a.epochs;
+        let done_time = a.minutes > 0.0 && start.elapsed().as_secs_f64() > a.minutes * 60.0;
+        if done_steps || done_epochs || done_time {
+            break;
+        }
+        let r = trainer.step()?;
+        win_loss += r.loss.loss;
+        win_nll += r.loss.nll;
+        win_tok += r.loss.tokens;
+        win_tokens += r.tokens;
+        bar.set_position(r.step);
+        if r.step.is_multiple_of(a.log_every.max(1)) {
+            let secs = win_t.elapsed().as_secs_f64();
+            let loss = win_loss / win_tok.max(1) as f64;
+            let ppl = (win_nll / win_tok.max(1) as f64).exp();
+            let tps = win_tokens as f64 / secs.max(1e-9);
+            bar.set_message(format!(
+                "loss {loss:.3} ppl {ppl:.1} {tps:.0} tok/s lr {:.2e} ep {}",
+                r.lr, r.epoch
+            ));
+            if bar.is_hidden() && !a.quiet {
+                eprintln!("step {} loss {loss:.3} ppl {ppl:.1} {tps:.0} tok/s", r.step);
+            }
+            log.train.push((r.step as f64, loss));
+            log.write(serde_json::json!({
+                "kind": "train", "step": r.step, "epoch": r.epoch, "loss": loss, "ppl": ppl,
+                "lr": r.lr, "grad_norm": r.grad_norm, "tokens_per_s": tps,
+                "elapsed_s": trainer.state.seconds,
+            }))?;
+            (win_loss, win_tok, win_nll, win_tokens, win_t) = (0.0, 0, 0.0, 0, Instant::now());
+        }
+        if a.eval_every > 0 && r.step.is_multiple_of(a.eval_every) {
+            evaluate(
+                &mut trainer,
+                &dev_batches,
+                &dev_pairs,
+                a.eval_sentences,
+                &bar,
+                &mut log,
+            )?;
+        }
+        if a.save_every > 0 && r.step.is_multiple_of(a.save_every) {
+            trainer.save_checkpoint(&ckpt)?;
+        }
+    }
+    bar.finish_and_clear();
+    trainer.save_checkpoint(&ckpt)?;
+    eprintln!(
+        "trained {} updates, {:.1} M tokens, {:.0} tokens/s over the run",
+        trainer.state.step,
+        trainer.state.tokens as f64 / 1e6,
+        trainer.state.tokens as f64 / trainer.state.seconds.max(1e-9)
+    );
+    if a.eval_every == 0 || !trainer.state.step.is_multiple_of(a.eval_every) {
+        evaluate(
+            &mut trainer,
+            &dev_batches,
+            &dev_pairs,
+            a.eval_sentences,
+            &bar,
+            &mut log,
+        )?;
+    }
+
+    // Exports.
+    let f32_path = a.out.join("model.quill");
+    trainer.export(&f32_path, None)?;
+    eprintln!("wrote {}", f32_path.display());
+    for q in a
+        .quantize
+        .split(',')
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+    {
+        let target = Target::parse(q)?;
+        let path = a.out.join(format!("model-{q}.quill"));
+        trainer.export(&path, Some(target))?;
+        eprintln!(
+            "wrote {} ({:.1} MB)",
+            path.display(),
+            std::fs::metadata(&path)?.len() as f64 / 1e6
+        );
+    }
+
+    // Test set: the exported f32 model, decoded by the runtime with its defaults.
+    if let (Some((p, h)), Task::Seq2Seq { .. }) = (&test_src, trainer.state.task) {
+        let pairs = data::read_pairs(p, *h)?;
+        let model = trainer.runtime_model()?;
+        let mut o = GenerateOptions::model_defaults(&model)?;
+        if a.beams > 1 {
+            o.strategy = Strategy::Beam(BeamOptions {
+                beams: a.beams,
+                ..Default::default()
+            });
+        }
+        let (scores, _) = translate::evaluate(&model, &pairs, &o, 16)?;
+        eprintln!(
+            "test: {} sentences, BLEU {:.2}, chrF {:.2} (f32, {} beams)",
+            scores.sentences, scores.bleu, scores.chrf, a.beams
+        );
+        log.write(serde_json::json!({
+            "kind": "test", "step": trainer.state.step, "bleu": scores.bleu, "chrf": scores.chrf,
+            "sentences": scores.sentences, "beams": a.beams,
+        }))?;
+    }
+    if a.plot {
+        plot(&a.out.join("curves.png"), &log)?;
+    }
+    Ok(())
+}
+
+fn evaluate(
+    trainer: &mut Trainer,
+    dev: &[Batch],
+    pairs: &[(String, String)],
+    sentences: usize,
+    bar: &ProgressBar,
+    log: &mut Log,
+) -> Res<()> {
+    if dev.is_empty() {
+        return Ok(());
+    }
+    let l = trainer.loss(dev);
+    let loss = l.loss / l.tokens.max(1) as f64;
+    let ppl = (l.nll / l.tokens.max(1) as f64).exp();
+    let step = trainer.state.step;
+    let mut entry = serde_json::json!({"kind": "dev", "step": step, "loss": loss, "ppl": ppl});
+    let mut line = format!("step {step}: dev loss {loss:.3}, ppl {ppl:.2}");
+    log.dev.push((step as f64, loss));
+    if sentences > 0 && !pairs.is_empty() {
+        let model = trainer.runtime_model()?;
+        let mut o = GenerateOptions::model_defaults(&model)?;
+        o.strategy = Strategy::Greedy;
+        let subset = &pairs[..sentences.min(pairs.len())];
+        let (scores, hyps) = translate::evaluate(&model, subset, &o, 32)?;
+        line += &format!(
+            ", BLEU {:.2}, chrF {:.2} (greedy, {} sentences)",
+            scores.bleu,
+            scores.chrf,
+            subset.len()
+        );
+        entry["bleu"] = scores.bleu.into();
+        entry["chrf"] = scores.chrf.into();
+        log.bleu.push((step as f64, scores.bleu));
+        log.chrf.push((step as f64, scores.chrf));
+        for i in 0..3.min(subset.len()) {
+            line += &format!(
+                "\n  src: {}\n  ref: {}\n  out: {}",
+                subset[i].0, subset[i].1, hyps[i]
+            );
+        }
+    }
+    bar.suspend(|| eprintln!("{line}"));
+    log.write(entry)
+}
+
+fn plot(path: &Path, log: &Log) -> Res<()> {
+    let loss = [
+        Series {
+            label: "train loss",
+            points: &log.train,
+        },
+        Series {
+            label: "dev loss",
+            points: &log.dev,
+        },
+    ];
+    let scores = [
+        Series {
+            label: "dev BLEU",
+            points: &log.bleu,
+        },
+        Series {
+            label: "dev chrF",
+            points: &log.chrf,
+        },
+    ];
+    let mut charts = vec![Chart {
+        title: "Loss (label-smoothed cross-entropy per token)",
+        x_label: "update",
+        y_label: "loss",
+        series: &loss,
+        log_y: false,
+    }];
+    if !log.bleu.is_empty() {
+        charts.push(Chart {
+            title: "Dev translation quality (greedy)",
+            x_label: "update",
+            y_label: "score",
+            series: &scores,
+            log_y: false,
+        });
+    }
+    write_png(path, &charts, 900, 420)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

@@ -283,9 +283,9 @@ fn reverse_corpus(path: &Path, n: usize, seed: u64) -> Vec<(String, String)> {
     pairs
 }
 
-fn small_run(dir: &Path, steps_options: Options) -> Trainer {
+fn small_run(dir: &Path, steps_options: Options, pairs: usize) -> Trainer {
     let train = dir.join("train.tsv");
-    let pairs = reverse_corpus(&train, 3000, 1);
+    let pairs = reverse_corpus(&train, pairs, 1);
     let texts = pairs.iter().flat_map(|(s, t)| [s.clone(), t.clone()]);
     let tok_json = tok::train(tok::Kind::Bpe, 40, true, texts).unwrap();
     let vocab = quill::tokenizer::Tokenizer::from_json(&tok_json)
@@ -341,7 +341,7 @@ fn options() -> Options {
 #[test]
 fn a_resumed_run_repeats_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = small_run(dir.path(), options());
+    let mut a = small_run(dir.path(), options(), 3000);
     let straight: Vec<f64> = (0..30).map(|_| a.step().unwrap().loss.loss).collect();
     assert!(
         a.state.cursor.chunk > 0 || a.state.cursor.epoch > 0,
@@ -349,7 +349,7 @@ fn a_resumed_run_repeats_the_uninterrupted_run() {
         a.state.cursor
     );
 
-    let mut b = small_run(dir.path(), options());
+    let mut b = small_run(dir.path(), options(), 3000);
     let mut resumed: Vec<f64> = (0..12).map(|_| b.step().unwrap().loss.loss).collect();
     let ckpt = dir.path().join("ckpt.quill");
     b.save_checkpoint(&ckpt).unwrap();
@@ -368,7 +368,7 @@ fn a_resumed_run_repeats_the_uninterrupted_run() {
 #[test]
 fn exports_load_in_the_runtime_and_quantized_ones_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = small_run(dir.path(), options());
+    let mut t = small_run(dir.path(), options(), 3000);
     for _ in 0..40 {
         t.step().unwrap();
     }
@@ -511,26 +511,7 @@ fn learns_to_reverse_sequences() {
         budget: 2000,
         ..Options::default()
     };
-    let train = dir.path().join("train.tsv");
-    reverse_corpus(&train, 20_000, 11);
-    let mut t = small_run(dir.path(), opts);
-    // small_run wrote its own 3000-pair corpus; train on the larger one instead.
-    t = {
-        let state = State {
-            train_path: train,
-            ..t.state.clone()
-        };
-        let mut u = Trainer::new(
-            t.model.clone(),
-            t.params.clone(),
-            t.tokenizer_json.clone(),
-            state,
-            1,
-        )
-        .unwrap();
-        u.generation = t.generation.clone();
-        u
-    };
+    let mut t = small_run(dir.path(), opts, 20_000);
     let test: Vec<(String, String)> = reverse_corpus(&dir.path().join("test.tsv"), 300, 99);
     let t0 = std::time::Instant::now();
     let mut exact = 0.0;

@@ -355,28 +355,44 @@ pub fn par_map<T: Sync, R: Send>(
     }
 }
 
-/// Reads every pair of a TSV (or, with `holdout`, the pairs of one held-out split).
-pub fn read_pairs(path: &Path, holdout: Option<(Holdout, Split)>) -> Result<Vec<(String, String)>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    Ok(text
-        .lines()
-        .filter(|l| holdout.is_none_or(|(h, s)| h.split(l) == s))
-        .filter_map(parse_pair)
-        .map(|(s, t)| (s.to_string(), t.to_string()))
-        .collect())
+/// Calls `f` on each line of a file, streaming (the file may be larger than memory); stops early
+/// when `f` returns false.
+pub fn for_each_line(path: &Path, mut f: impl FnMut(&str) -> bool) -> Result<()> {
+    let io = |e: std::io::Error| Error::io(path.display().to_string(), e);
+    let mut r = BufReader::new(File::open(path).map_err(io)?);
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        if r.read_line(&mut buf).map_err(io)? == 0 || !f(buf.trim_end_matches(['\n', '\r'])) {
+            return Ok(());
+        }
+    }
 }
 
-/// Reads the lines of a text file (or of one held-out split).
+/// Reads every pair of a TSV (or, with `holdout`, the pairs of one held-out split).
+pub fn read_pairs(path: &Path, holdout: Option<(Holdout, Split)>) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for_each_line(path, |l| {
+        if holdout.is_none_or(|(h, s)| h.split(l) == s)
+            && let Some((s, t)) = parse_pair(l)
+        {
+            out.push((s.to_string(), t.to_string()));
+        }
+        true
+    })?;
+    Ok(out)
+}
+
+/// Reads the non-empty lines of a text file (or of one held-out split).
 pub fn read_lines(path: &Path, holdout: Option<(Holdout, Split)>) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| holdout.is_none_or(|(h, s)| h.split(l) == s))
-        .map(str::to_string)
-        .collect())
+    let mut out = Vec::new();
+    for_each_line(path, |l| {
+        if !l.trim().is_empty() && holdout.is_none_or(|(h, s)| h.split(l) == s) {
+            out.push(l.to_string());
+        }
+        true
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]

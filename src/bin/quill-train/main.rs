@@ -297,31 +297,32 @@ fn new_config(a: &Args, arch: Arch, vocab: usize) -> Res<Config> {
     Ok(c)
 }
 
-/// Texts the tokenizer is trained on: both sides of the first pairs, or the first lines.
+/// Texts the tokenizer is trained on: both sides of the first `lines` pairs, or the first
+/// `lines` lines (read as a stream: the corpus may be larger than memory).
 fn tokenizer_texts(
     path: &Path,
-    task_is_seq2seq: bool,
+    seq2seq: bool,
     lines: usize,
     holdout: Option<Holdout>,
 ) -> Res<Vec<String>> {
-    let text = std::fs::read_to_string(path)?;
     let mut out = Vec::new();
-    for line in text.lines() {
+    let mut taken = 0;
+    data::for_each_line(path, |line| {
         if holdout.is_some_and(|h| h.split(line) != Split::Train) {
-            continue;
+            return true;
         }
-        if task_is_seq2seq {
+        if seq2seq {
             if let Some((s, t)) = data::parse_pair(line) {
                 out.push(s.to_string());
                 out.push(t.to_string());
+                taken += 1;
             }
         } else if !line.trim().is_empty() {
             out.push(line.to_string());
+            taken += 1;
         }
-        if out.len() >= 2 * lines {
-            break;
-        }
-    }
+        taken < lines
+    })?;
     Ok(out)
 }
 

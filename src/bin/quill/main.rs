@@ -1,4 +1,4 @@
-//! `quill`: inspect, quantize (and later run, convert, evaluate, benchmark) models.
+//! `quill`: run, convert, quantize, inspect, evaluate and benchmark models.
 //!
 //! A thin layer over the library: argument parsing and printing only.
 
@@ -54,6 +54,23 @@ enum Command {
         /// Longest conversation, in tokens, the session holds.
         #[arg(long, default_value_t = 2048)]
         max_context: usize,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Translate a test set (TSV: source<TAB>reference) and report BLEU, chrF (sacreBLEU
+    /// compatible) and tokens/s as JSON. Decoding follows the model's defaults unless flags say.
+    #[cfg(feature = "train")]
+    Eval {
+        model: PathBuf,
+        test: PathBuf,
+        #[command(flatten)]
+        decode: DecodeArgs,
+        /// Sentences decoded together.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Write the translations here, one per line.
+        #[arg(long)]
+        output: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -159,6 +176,50 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 },
             )?;
             generate::chat(&m, &decode, max_context)?;
+        }
+        #[cfg(feature = "train")]
+        Command::Eval {
+            model,
+            test,
+            decode,
+            batch,
+            output,
+            threads,
+        } => {
+            let m = Model::open(
+                &model,
+                &OpenOptions {
+                    threads,
+                    ..Default::default()
+                },
+            )?;
+            let pairs = quill::train::data::read_pairs(&test, None)?;
+            if pairs.is_empty() {
+                return Err(format!("{}: no `source<TAB>reference` lines", test.display()).into());
+            }
+            let options = decode.options(&m)?;
+            let (scores, hyps) = quill::train::translate::evaluate(&m, &pairs, &options, batch)?;
+            if let Some(out) = output {
+                std::fs::write(out, hyps.join("\n") + "\n")?;
+            }
+            let b = scores.detail.expect("evaluate fills the BLEU detail");
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": model.display().to_string(),
+                    "test": test.display().to_string(),
+                    "sentences": scores.sentences,
+                    "bleu": scores.bleu,
+                    "bleu_detail": {
+                        "precisions": b.precisions, "bp": b.bp, "ratio": b.ratio,
+                        "sys_len": b.sys_len, "ref_len": b.ref_len,
+                    },
+                    "chrf": scores.chrf,
+                    "tokens_per_s": scores.tokens_per_s,
+                    "seconds": scores.seconds,
+                    "threads": m.threads(),
+                })
+            );
         }
         Command::Convert {
             hf_dir,

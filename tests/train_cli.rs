@@ -1,0 +1,267 @@
+//! `quill-train` and `quill eval` end to end on tiny corpora: the files a run writes, resuming
+//! from its checkpoint, a language model with the Llama-style options, and the exported models
+//! running in the runtime.
+
+use std::path::Path;
+use std::process::Command;
+
+fn corpus(path: &Path, n: usize, tsv: bool) {
+    let words = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut text = String::new();
+    for _ in 0..n {
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let len = 2 + (next() % 5) as usize;
+        let s: Vec<&str> = (0..len).map(|_| words[(next() % 8) as usize]).collect();
+        let r: Vec<&str> = s.iter().rev().copied().collect();
+        if tsv {
+            text += &format!("{}\t{}\n", s.join(" "), r.join(" "));
+        } else {
+            text += &format!("{} {}\n", s.join(" "), r.join(" "));
+        }
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn train(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_quill-train"))
+        .args(args)
+        .args(["--threads", "1", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "quill-train {args:?} failed:\n{stderr}"
+    );
+    stderr
+}
+
+fn lines_of_kind(metrics: &str, kind: &str) -> Vec<serde_json::Value> {
+    metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn seq2seq_run_writes_models_metrics_and_plot_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.tsv");
+    corpus(&data, 2000, true);
+    let out = dir.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let small = [
+        "--tokenizer",
+        "bpe",
+        "--vocab",
+        "40",
+        "--d-model",
+        "32",
+        "--heads",
+        "2",
+        "--ffn",
+        "64",
+        "--encoder-layers",
+        "1",
+        "--decoder-layers",
+        "1",
+        "--warmup",
+        "10",
+        "--lr",
+        "3e-3",
+        "--batch-tokens",
+        "400",
+        "--log-every",
+        "5",
+        "--eval-every",
+        "10",
+        "--eval-sentences",
+        "20",
+        "--beams",
+        "2",
+        "--max-positions",
+        "64",
+    ];
+    let mut args = vec![
+        "--train",
+        d,
+        "--holdout",
+        "50",
+        "-o",
+        o,
+        "--steps",
+        "20",
+        "--quantize",
+        "int8,int4",
+        "--plot",
+    ];
+    args.extend(small);
+    let log = train(&args);
+    assert!(log.contains("trained a bpe tokenizer"), "{log}");
+    for f in [
+        "checkpoint.quill",
+        "model.quill",
+        "model-int8.quill",
+        "model-int4.quill",
+        "tokenizer.json",
+        "curves.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing; log:\n{log}");
+    }
+    let png = std::fs::read(out.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines_of_kind(&metrics, "train").len(), 4);
+    let dev = lines_of_kind(&metrics, "dev");
+    assert_eq!(dev.len(), 2);
+    assert!(dev[1]["loss"].as_f64().unwrap() < dev[0]["loss"].as_f64().unwrap() + 0.5);
+    assert!(dev[0]["bleu"].is_number() && dev[0]["chrf"].is_number());
+    let test = lines_of_kind(&metrics, "test");
+    assert_eq!(test.len(), 1);
+    assert!(test[0]["sentences"].as_u64().unwrap() > 50, "{}", test[0]);
+
+    // Resume to 30 updates: the step count continues, the log grows.
+    let ckpt = out.join("checkpoint.quill");
+    let mut args = vec![
+        "--train",
+        d,
+        "-o",
+        o,
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--steps",
+        "30",
+        "--quantize",
+        "",
+    ];
+    args.extend([
+        "--log-every",
+        "5",
+        "--eval-every",
+        "0",
+        "--eval-sentences",
+        "0",
+    ]);
+    let log = train(&args);
+    assert!(log.contains("trained 30 updates"), "{log}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = lines_of_kind(&metrics, "train")
+        .iter()
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![5, 10, 15, 20, 25, 30]);
+
+    // `quill eval` on the int8 export.
+    let test_tsv = dir.path().join("test.tsv");
+    corpus(&test_tsv, 30, true);
+    let q = Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args([
+            "eval",
+            out.join("model-int8.quill").to_str().unwrap(),
+            test_tsv.to_str().unwrap(),
+        ])
+        .args(["--threads", "1", "--beams", "2"])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    assert_eq!(report["sentences"], 30);
+    let bleu = report["bleu"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&bleu) && report["tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn language_model_with_rotary_rmsnorm_swiglu_trains_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("text.txt");
+    corpus(&data, 1500, false);
+    let out = dir.path().join("lm");
+    let args = [
+        "--train",
+        data.to_str().unwrap(),
+        "--holdout",
+        "50",
+        "-o",
+        out.to_str().unwrap(),
+        "--task",
+        "lm",
+        "--tokenizer",
+        "bpe",
+        "--vocab",
+        "40",
+        "--d-model",
+        "32",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--ffn",
+        "64",
+        "--decoder-layers",
+        "2",
+        "--positions",
+        "rotary",
+        "--norm",
+        "rms",
+        "--gated",
+        "--activation",
+        "silu",
+        "--no-bias",
+        "--untied",
+        "--max-len",
+        "16",
+        "--max-positions",
+        "64",
+        "--steps",
+        "40",
+        "--warmup",
+        "5",
+        "--lr",
+        "3e-3",
+        "--batch-tokens",
+        "256",
+        "--log-every",
+        "10",
+        "--eval-every",
+        "20",
+        "--quantize",
+        "int8",
+    ];
+    train(&args);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let train_loss: Vec<f64> = lines_of_kind(&metrics, "train")
+        .iter()
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert!(
+        train_loss.last().unwrap() < &(train_loss[0] * 0.8),
+        "{train_loss:?}"
+    );
+    assert_eq!(lines_of_kind(&metrics, "dev").len(), 2);
+    let file = quill::QuillFile::read(out.join("model.quill")).unwrap();
+    assert!(file.contains("lm_head.weight") && file.contains("decoder.layers.0.ffn.gate.weight"));
+    let run = Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args([
+            "run",
+            out.join("model-int8.quill").to_str().unwrap(),
+            "a b c",
+            "--max-new-tokens",
+            "8",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

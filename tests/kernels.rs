@@ -348,6 +348,23 @@ fn activations_match_scalar() {
 }
 
 #[test]
+fn lstm_cell_matches_scalar() {
+    let mut rng = Rng::new(18);
+    for kern in simd_tables() {
+        for &n in &[1usize, 7, 16, 33, 256] {
+            let gates: Vec<f32> = rng.gaussians(4 * n).iter().map(|v| v * 4.0).collect();
+            let c0: Vec<f32> = rng.gaussians(n);
+            let (mut ca, mut ha, mut cb, mut hb) = (c0.clone(), vec![0.0; n], c0, vec![0.0; n]);
+            (reference().lstm_cell)(&gates, &mut ca, &mut ha);
+            (kern.lstm_cell)(&gates, &mut cb, &mut hb);
+            let what = format!("{:?} lstm_cell n={n}", kern.isa);
+            close(&ca, &cb, |i| ACT_RTOL * ca[i].abs() + ACT_ATOL, &what);
+            close(&ha, &hb, |i| ACT_RTOL * ha[i].abs() + ACT_ATOL, &what);
+        }
+    }
+}
+
+#[test]
 fn softmax_matches_scalar_with_masks() {
     let mut rng = Rng::new(17);
     for kern in simd_tables() {

@@ -64,6 +64,18 @@ pub enum Norm {
     RmsNorm,
 }
 
+/// How an LSTM decoder scores the encoder outputs `m_s` against its top hidden state `h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LstmAttention {
+    /// Luong dot: `h · m_s`.
+    Dot,
+    /// Luong general: `m_s · (W h)` (`decoder.attn.in`).
+    General,
+    /// Bahdanau additive: `v · tanh(W_q h + b_q + W_k m_s)`.
+    Additive,
+}
+
 /// How token positions enter the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +100,9 @@ fn yes() -> bool {
 }
 fn one() -> f64 {
     1.0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 fn is_one(v: &f64) -> bool {
     *v == 1.0
@@ -163,9 +178,18 @@ pub struct Config {
     /// (T5 v1.0 with tied embeddings: d_model^-0.5).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub logits_scale: f64,
-    /// LSTM: bidirectional encoder.
+    /// LSTM: bidirectional encoder (each direction has `d_model / 2` units).
     #[serde(default)]
     pub bidirectional: bool,
+    /// LSTM: width of the embeddings; absent: `d_model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed_dim: Option<usize>,
+    /// LSTM: how the decoder attends over the encoder outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<LstmAttention>,
+    /// LSTM: input feeding, the previous attentional state joins each decoder input (Luong).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub input_feeding: bool,
     /// Token id that starts a sequence, if the model uses one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_id: Option<u32>,
@@ -223,6 +247,11 @@ impl Config {
             .unwrap_or(1.0 / (self.head_dim() as f64).sqrt()) as f32
     }
 
+    /// LSTM: the width of the embeddings.
+    pub fn embed_dim(&self) -> usize {
+        self.embed_dim.unwrap_or(self.d_model)
+    }
+
     pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.d_model.checked_div(self.heads).unwrap_or(0))
@@ -255,6 +284,46 @@ impl Config {
                             self.encoder_layers
                         ),
                     ));
+                }
+            }
+        }
+        if arch == Arch::LstmSeq2Seq {
+            if self.attention.is_none() {
+                return Err(Error::bad_config(
+                    "attention",
+                    "missing: an lstm-seq2seq model needs dot, general or additive",
+                ));
+            }
+            if self.encoder_layers != self.decoder_layers {
+                return Err(Error::bad_config(
+                    "decoder_layers",
+                    format!(
+                        "is {} but the encoder has {}: each decoder layer starts from the final \
+                         state of the encoder layer below it",
+                        self.decoder_layers, self.encoder_layers
+                    ),
+                ));
+            }
+            if self.bidirectional && !self.d_model.is_multiple_of(2) {
+                return Err(Error::bad_config(
+                    "d_model",
+                    format!(
+                        "{} is odd: a bidirectional encoder splits it in two",
+                        self.d_model
+                    ),
+                ));
+            }
+            if self.embed_dim == Some(0) {
+                return Err(Error::bad_config("embed_dim", "must be at least 1"));
+            }
+        } else {
+            for (field, set) in [
+                ("attention", self.attention.is_some()),
+                ("embed_dim", self.embed_dim.is_some()),
+                ("input_feeding", self.input_feeding),
+            ] {
+                if set {
+                    return Err(Error::bad_config(field, "applies to lstm-seq2seq only"));
                 }
             }
         }

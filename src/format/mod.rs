@@ -12,7 +12,7 @@ mod reader;
 mod summary;
 mod writer;
 
-pub use config::{Activation, Arch, Config, Norm, Positions};
+pub use config::{Activation, Arch, Config, LstmAttention, Norm, Positions};
 pub use reader::{MatrixRef, QuillFile, QuillMeta, Source};
 pub use summary::{KindTotals, Summary, TensorLine};
 pub use writer::Writer;

@@ -195,6 +195,23 @@ pub fn silu(x: &mut [f32]) {
     }
 }
 
+/// See `scalar::lstm_cell`; σ and tanh through the branch-free `exp`.
+#[inline(always)]
+pub fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+    let n = c.len();
+    let (gi, rest) = gates[..4 * n].split_at(n);
+    let (gf, rest) = rest.split_at(n);
+    let (gg, go) = rest.split_at(n);
+    let sig = |x: f32| 1.0 / (1.0 + exp(-x));
+    // tanh x = 2σ(2x) − 1
+    let tanh = |x: f32| 2.0 / (1.0 + exp(-2.0 * x)) - 1.0;
+    for j in 0..n {
+        let cj = sig(gf[j]) * c[j] + sig(gi[j]) * tanh(gg[j]);
+        c[j] = cj;
+        h[j] = sig(go[j]) * tanh(cj);
+    }
+}
+
 #[inline(always)]
 pub fn relu(x: &mut [f32]) {
     for v in x {
@@ -414,6 +431,7 @@ macro_rules! instantiate_all {
             gelu_tanh(x: &mut [f32]);
             silu(x: &mut [f32]);
             relu(x: &mut [f32]);
+            lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]);
             rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
             argmax(x: &[f32]) -> usize;
         }

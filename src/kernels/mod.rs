@@ -172,6 +172,8 @@ pub struct Kernels {
     pub gelu_tanh: fn(&mut [f32]),
     pub silu: fn(&mut [f32]),
     pub relu: fn(&mut [f32]),
+    /// One LSTM cell update: gates `[i|f|g|o]` (4·n) → `c`, `h` (n each).
+    pub lstm_cell: fn(gates: &[f32], c: &mut [f32], h: &mut [f32]),
     pub rope: fn(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool),
     pub argmax: fn(&[f32]) -> usize,
 }
@@ -196,6 +198,7 @@ static SCALAR: Kernels = Kernels {
     gelu_tanh: scalar::gelu_tanh,
     silu: scalar::silu,
     relu: scalar::relu,
+    lstm_cell: scalar::lstm_cell,
     rope: scalar::rope,
     argmax: scalar::argmax,
 };

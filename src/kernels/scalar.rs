@@ -220,6 +220,18 @@ pub fn gated(act: fn(&mut [f32]), gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// One LSTM cell update from its pre-activation gates `[i | f | g | o]` (4·n values, PyTorch's
+/// order): `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)`, for the `n` units of `c` and `h`.
+pub fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+    let n = c.len();
+    let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+    for j in 0..n {
+        let (i, f, g, o) = (gates[j], gates[n + j], gates[2 * n + j], gates[3 * n + j]);
+        c[j] = sig(f) * c[j] + sig(i) * g.tanh();
+        h[j] = sig(o) * c[j].tanh();
+    }
+}
+
 /// Rotary position embedding of one head `x` (length `2 · cos.len()`), with `cos[i]`, `sin[i]`
 /// the rotation of pair `i` at this position. `interleaved`: pairs are `(x[2i], x[2i+1])`
 /// (GPT-J); otherwise `(x[i], x[i + d/2])` (Llama's rotate-half).

@@ -5,6 +5,7 @@
 //! (`decoder-only`: GPT-2, Llama, Qwen2, Mistral), built from one [`Config`]; the weight names are
 //! in `docs/architectures.md`. Try it: `quill run model.quill --ids 5,17,42`.
 
+mod lstm;
 mod session;
 mod weights;
 
@@ -63,9 +64,25 @@ pub(crate) struct ModelInner {
     pub file: QuillFile,
     pub arch: Arch,
     pub config: Config,
-    pub weights: TransformerWeights,
+    pub weights: Net,
     pub pool: Pool,
     pub kernels: &'static Kernels,
+}
+
+/// The weights of one of the architectures.
+pub(crate) enum Net {
+    Transformer(TransformerWeights),
+    Lstm(lstm::LstmWeights),
+}
+
+impl ModelInner {
+    /// The Transformer weights (callers are on a Transformer path).
+    pub(crate) fn tf(&self) -> &TransformerWeights {
+        match &self.weights {
+            Net::Transformer(t) => t,
+            Net::Lstm(_) => unreachable!("a Transformer path reached with an LSTM model"),
+        }
+    }
 }
 
 /// A loaded model: immutable, `Send + Sync`, cheap to clone (clones share everything).
@@ -103,13 +120,10 @@ impl Model {
         }
         let (arch, config) = (meta.arch, meta.config.clone());
         let weights = match arch {
-            Arch::Seq2Seq | Arch::DecoderOnly => weights::load_transformer(&file, arch, &config)?,
-            Arch::LstmSeq2Seq => {
-                return Err(Error::bad_meta(
-                    crate::format::keys::ARCH,
-                    "lstm-seq2seq models are not supported by this build yet",
-                ));
+            Arch::Seq2Seq | Arch::DecoderOnly => {
+                Net::Transformer(weights::load_transformer(&file, arch, &config)?)
             }
+            Arch::LstmSeq2Seq => Net::Lstm(lstm::load(&file, &config)?),
         };
         let pool = Pool::new(options.threads)?;
         Ok(Model {

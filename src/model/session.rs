@@ -11,6 +11,7 @@ use crate::format::{Arch, Norm as NormKind, Positions};
 use crate::kernels::attention::{Rows, attend_one};
 use crate::kernels::{ActScratch, Kernels};
 
+use super::lstm::{self, LstmState};
 use super::weights::{Attention, Linear, Norm, PosTable, Stack};
 use super::{CancelHandle, Model, ModelInner};
 
@@ -111,6 +112,9 @@ pub struct Session {
     /// Cross-attention alignment of the last step, `[slots][max_input_len]`, when recorded.
     align: Vec<f32>,
     align_on: bool,
+    /// The recurrent state of an LSTM model (`lstm-seq2seq`); the Transformer buffers are then
+    /// left empty.
+    lstm: Option<LstmState>,
 }
 
 impl std::fmt::Debug for Session {
@@ -165,8 +169,13 @@ impl Session {
         check_positions(m, longest)?;
         let (d, hd, kv) = (c.d_model, c.head_dim(), c.kv_heads());
         let (qd, kvd) = (c.heads * hd, kv * hd);
-        let enc_rows = max_batch * max_input_len;
-        let rows = enc_rows.max(slots);
+        let is_lstm = m.arch == Arch::LstmSeq2Seq;
+        let enc_rows = if is_lstm {
+            0
+        } else {
+            max_batch * max_input_len
+        };
+        let rows = if is_lstm { 0 } else { enc_rows.max(slots) };
         let layers = c.decoder_layers;
         let cross = m.arch == Arch::Seq2Seq;
         let elems = |parts: &[usize]| -> Result<usize> {
@@ -178,7 +187,11 @@ impl Session {
                     Error::InvalidArgument("limits need more memory than addressable".into())
                 })
         };
-        let cache = elems(&[layers, slots, kvd, dec_len])?;
+        let cache = if is_lstm {
+            elems(&[layers, slots, 2 * d])? + elems(&[max_batch, max_input_len, 2 * d])?
+        } else {
+            elems(&[layers, slots, kvd, dec_len])?
+        };
         let cross_cache = if cross {
             elems(&[layers, slots, kvd, max_input_len])?
         } else {
@@ -214,9 +227,12 @@ impl Session {
             (Vec::new(), Vec::new())
         };
         let rel_span = longest + 1;
-        let (rel_enc, rel_dec) = match (&m.weights.encoder, c.positions) {
-            (enc, Positions::Relative) => (
-                enc.as_ref()
+        let relative = !is_lstm && c.positions == Positions::Relative;
+        let (rel_enc, rel_dec) = match relative {
+            true => (
+                m.tf()
+                    .encoder
+                    .as_ref()
                     .map(|e| {
                         rel_table(
                             e,
@@ -229,7 +245,7 @@ impl Session {
                     })
                     .unwrap_or_default(),
                 rel_table(
-                    &m.weights.decoder,
+                    &m.tf().decoder,
                     c.heads,
                     c.relative_buckets,
                     c.relative_max_distance,
@@ -237,8 +253,9 @@ impl Session {
                     false,
                 ),
             ),
-            _ => (Vec::new(), Vec::new()),
+            false => (Vec::new(), Vec::new()),
         };
+        let lstm = is_lstm.then(|| LstmState::new(c, slots, max_batch, max_input_len));
         Ok(Session {
             model: model.clone(),
             limits,
@@ -248,8 +265,8 @@ impl Session {
             src_len: vec![0; max_batch],
             input_of: vec![0; slots],
             dec_pos: vec![0; slots],
-            self_k: zeros(cache),
-            self_v: zeros(cache),
+            self_k: zeros(if is_lstm { 0 } else { cache }),
+            self_v: zeros(if is_lstm { 0 } else { cache }),
             cross_k: zeros(cross_cache),
             cross_v: zeros(cross_cache),
             buf,
@@ -264,6 +281,7 @@ impl Session {
             cancel: None,
             align: Vec::new(),
             align_on: false,
+            lstm,
         })
     }
 
@@ -365,8 +383,24 @@ impl Session {
             *input = slot / beams;
         }
         match m.arch {
+            Arch::LstmSeq2Seq => {
+                let net = lstm_ctx(m);
+                let st = self.lstm.as_mut().expect("an LSTM session has LSTM state");
+                let cancel = self.cancel.clone();
+                let cancelled = || cancel.as_ref().is_some_and(|c| c.is_cancelled());
+                let mut slots = Vec::with_capacity(beams);
+                for (input, ids) in inputs.iter().enumerate() {
+                    slots.clear();
+                    slots.extend(input * beams..(input + 1) * beams);
+                    if !net.encode(st, input, ids, &slots, &cancelled) {
+                        self.n = 0;
+                        return Err(Error::Cancelled);
+                    }
+                    self.src_len[input] = ids.len();
+                }
+            }
             Arch::Seq2Seq => {
-                let enc = m.weights.encoder.as_ref().expect("seq2seq has an encoder");
+                let enc = m.tf().encoder.as_ref().expect("seq2seq has an encoder");
                 if !self.run_stack(m, enc, false, row) {
                     self.n = 0;
                     return Err(Error::Cancelled);
@@ -389,7 +423,7 @@ impl Session {
                 self.fill_cross_cache(m, row);
             }
             _ => {
-                if !self.run_stack(m, &m.weights.decoder, true, row) {
+                if !self.run_stack(m, &m.tf().decoder, true, row) {
                     self.n = 0;
                     return Err(Error::Cancelled);
                 }
@@ -444,7 +478,7 @@ impl Session {
         });
         self.tokens.clear();
         self.tokens.extend_from_slice(tokens);
-        if !self.run_stack(m, &m.weights.decoder, true, tokens.len()) {
+        if !self.run_stack(m, &m.tf().decoder, true, tokens.len()) {
             return Err(Error::Cancelled);
         }
         self.dec_pos[0] = pos + tokens.len();
@@ -477,6 +511,12 @@ impl Session {
             return;
         }
         let c = &self.model.inner.config;
+        if let Some(st) = self.lstm.as_mut() {
+            st.copy_slot(c.decoder_layers, from, to);
+            self.dec_pos[to] = self.dec_pos[from];
+            self.input_of[to] = self.input_of[from];
+            return;
+        }
         let (hd, kv, layers) = (c.head_dim(), c.kv_heads(), c.decoder_layers);
         let len = self.dec_pos[from] * hd;
         for l in 0..layers {
@@ -565,13 +605,44 @@ impl Session {
             self.tokens.push(t);
         }
         let rows = self.groups.len();
-        let done = self.run_stack(m, &m.weights.decoder, true, rows);
+        if m.arch == Arch::LstmSeq2Seq {
+            self.step_lstm(m);
+            return Ok(());
+        }
+        let done = self.run_stack(m, &m.tf().decoder, true, rows);
         debug_assert!(done, "one-row steps are not interrupted");
         for g in &self.groups {
             self.dec_pos[g.slot] += 1;
         }
         self.compute_logits(m);
         Ok(())
+    }
+
+    /// One LSTM decoder step for the rows of `self.groups` (tokens in `self.tokens`).
+    fn step_lstm(&mut self, m: &ModelInner) {
+        let net = lstm_ctx(m);
+        let st = self.lstm.as_mut().expect("an LSTM session has LSTM state");
+        let slots: Vec<usize> = self.groups.iter().map(|g| g.slot).collect();
+        let inputs: Vec<usize> = slots.iter().map(|&s| self.input_of[s]).collect();
+        let src_len: Vec<usize> = inputs.iter().map(|&i| self.src_len[i]).collect();
+        let align = if self.align_on {
+            Some(&mut self.align[..])
+        } else {
+            None
+        };
+        net.step(
+            st,
+            &slots,
+            &self.tokens,
+            &inputs,
+            &src_len,
+            &mut self.buf.logits,
+            align,
+        );
+        for &s in &slots {
+            self.dec_pos[s] += 1;
+        }
+        self.logit_rows = slots.len();
     }
 
     /// The logits of the last [`Session::step`] (or of the prefill), `[batch, vocab]`.
@@ -688,13 +759,13 @@ impl Session {
             b.last[i * d..(i + 1) * d].copy_from_slice(&b.x[g.row0 * d..(g.row0 + 1) * d]);
         }
         let last = &mut b.last[..n * d];
-        if let Some(norm) = &m.weights.decoder.final_norm {
+        if let Some(norm) = &m.tf().decoder.final_norm {
             norm_rows(m.kernels, c.norm, c.norm_eps as f32, norm, last, d);
         }
         if c.logits_scale != 1.0 {
             (m.kernels.scale)(last, c.logits_scale as f32);
         }
-        let head = m.file.resolve(m.weights.lm_head);
+        let head = m.file.resolve(m.tf().lm_head);
         m.kernels.linear(
             &m.pool,
             last,
@@ -703,7 +774,7 @@ impl Session {
             &mut b.logits[..n * vocab],
             &mut b.acts,
         );
-        if let Some(bias) = &m.weights.lm_bias {
+        if let Some(bias) = &m.tf().lm_bias {
             for row in b.logits[..n * vocab].chunks_exact_mut(vocab) {
                 (m.kernels.add)(row, bias);
             }
@@ -718,7 +789,7 @@ impl Session {
         let kvd = kv * hd;
         let src = self.limits.max_input_len;
         let b = &mut self.buf;
-        for (l, layer) in m.weights.decoder.layers.iter().enumerate() {
+        for (l, layer) in m.tf().decoder.layers.iter().enumerate() {
             let (att, _) = layer
                 .cross
                 .as_ref()
@@ -1050,6 +1121,20 @@ impl Session {
     }
 }
 
+/// The LSTM view of a model.
+fn lstm_ctx(m: &ModelInner) -> lstm::Ctx<'_> {
+    lstm::Ctx {
+        file: &m.file,
+        kern: m.kernels,
+        pool: &m.pool,
+        config: &m.config,
+        w: match &m.weights {
+            super::Net::Lstm(w) => w,
+            super::Net::Transformer(_) => unreachable!("an LSTM path with a Transformer"),
+        },
+    }
+}
+
 /// `out = x·Wᵀ + b` for `rows` rows.
 fn linear(
     m: &ModelInner,
@@ -1139,7 +1224,10 @@ fn residual(m: &ModelInner, norm: &Norm, x: &mut [f32], o: &mut [f32]) {
 /// The longest sequence the model's position scheme covers, if it has a limit.
 pub(crate) fn max_positions(m: &ModelInner) -> Option<usize> {
     let c = &m.config;
-    let tables = [m.weights.encoder.as_ref(), Some(&m.weights.decoder)]
+    if m.arch == Arch::LstmSeq2Seq {
+        return None; // recurrent: no position table
+    }
+    let tables = [m.tf().encoder.as_ref(), Some(&m.tf().decoder)]
         .into_iter()
         .flatten()
         .filter_map(|s| match &s.pos {

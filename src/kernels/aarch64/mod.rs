@@ -41,6 +41,7 @@ macro_rules! table {
             gelu_tanh: portable::gelu_tanh,
             silu: portable::silu,
             relu: portable::relu,
+            lstm_cell: portable::lstm_cell,
             rope: portable::rope,
             argmax: portable::argmax,
         }

@@ -28,6 +28,7 @@ generic::instantiate! { "avx2,fma,f16c":
     gelu_tanh(x: &mut [f32]);
     silu(x: &mut [f32]);
     relu(x: &mut [f32]);
+    lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]);
     rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
     argmax(x: &[f32]) -> usize;
 }

@@ -33,6 +33,7 @@ generic::instantiate! { "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c":
     gelu_tanh(x: &mut [f32]);
     silu(x: &mut [f32]);
     relu(x: &mut [f32]);
+    lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]);
     rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
     argmax(x: &[f32]) -> usize;
 }

@@ -44,6 +44,7 @@ macro_rules! table {
             gelu_tanh: $m::gelu_tanh,
             silu: $m::silu,
             relu: $m::relu,
+            lstm_cell: $m::lstm_cell,
             rope: $m::rope,
             argmax: $m::argmax,
         }

@@ -179,3 +179,175 @@ fn quantized_lstm_models_stay_close() {
         }
     }
 }
+
+// ---- the trainer's LSTM against the runtime, and learning
+
+mod common;
+
+use quill::format::{Arch, Config, LstmAttention, Positions, QuillFile, Writer};
+use quill::kernels::{Pool, kernels};
+use quill::train::data::{Cursor, Task};
+use quill::train::layers::{Ctx, IGNORE};
+use quill::train::lstm::{Lstm, LstmActs};
+use quill::train::model::Batch;
+use quill::train::optim::Schedule;
+use quill::train::run::{Options, State, Trainer};
+use quill::train::tok;
+
+fn lstm_config(
+    vocab: usize,
+    attention: LstmAttention,
+    bidirectional: bool,
+    feeding: bool,
+    layers: usize,
+    embed: Option<usize>,
+) -> Config {
+    let json = format!(
+        r#"{{"vocab_size":{vocab},"d_model":32,"encoder_layers":{layers},"decoder_layers":{layers},
+            "attention":"dot","positions":"none","eos_ids":[2],"pad_id":0,"unk_id":1,"bos_id":3,
+            "decoder_start_id":3}}"#
+    );
+    let mut c = Config::from_json(&json, Arch::LstmSeq2Seq).unwrap();
+    c.attention = Some(attention);
+    c.bidirectional = bidirectional;
+    c.input_feeding = feeding;
+    c.embed_dim = embed;
+    c.positions = Positions::None;
+    c
+}
+
+fn runtime_of(m: &Lstm, p: &[f32]) -> Model {
+    let mut w = Writer::quill(Arch::LstmSeq2Seq, &m.config).unwrap();
+    for t in &m.params {
+        w.add(&t.name, &t.shape, &p[t.range()]).unwrap();
+    }
+    let file = QuillFile::from_bytes(&w.to_bytes()).unwrap();
+    Model::from_file(
+        file,
+        &OpenOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn trainer_and_runtime_agree_on_an_exported_lstm() {
+    for (att, bi, feed, layers, embed, tied) in [
+        (LstmAttention::General, true, true, 2, Some(24), false),
+        (LstmAttention::Dot, false, false, 1, None, true),
+        (LstmAttention::Additive, true, true, 1, Some(16), false),
+    ] {
+        let cfg = lstm_config(40, att, bi, feed, layers, embed);
+        let m = Lstm::new(&cfg, tied).unwrap();
+        let mut p = m.init(9);
+        p.iter_mut().for_each(|v| *v *= 3.0);
+        let model = runtime_of(&m, &p);
+        let srcs: [&[u32]; 2] = [&[5, 9, 17, 30, 2], &[22, 8, 2]];
+        let tgt: [u32; 5] = [3, 11, 12, 13, 14];
+        let batch = Batch {
+            b: 2,
+            s: 5,
+            src: vec![5, 9, 17, 30, 2, 22, 8, 2, 0, 0],
+            src_len: vec![5, 3],
+            t: 5,
+            tgt: [tgt, tgt].concat(),
+            tgt_len: vec![5, 5],
+            labels: vec![IGNORE; 10],
+        };
+        let pool = Pool::single();
+        let ctx = Ctx {
+            pool: &pool,
+            kern: kernels(),
+        };
+        let mut acts = LstmActs::default();
+        m.forward(ctx, &p, &batch, &mut acts, None);
+        let mut s = Session::new(&model, limits(2, 1)).unwrap();
+        s.start(&srcs).unwrap();
+        let v = 40;
+        let mut worst = 0f32;
+        for (t, &tok) in tgt.iter().enumerate() {
+            let logits = s.step(&[tok, tok]).unwrap();
+            for i in 0..2 {
+                let want = &acts.logits[(i * 5 + t) * v..][..v];
+                for (a, b) in logits[i * v..(i + 1) * v].iter().zip(want) {
+                    worst = worst.max((a - b).abs() / b.abs().max(1.0));
+                }
+            }
+        }
+        assert!(
+            worst <= 1e-5,
+            "{att:?}: runtime vs trainer logits differ by {worst:e}"
+        );
+    }
+}
+
+/// The LSTM learns the reverse-the-sequence task (heavy: `cargo test --test lstm -- --ignored`).
+#[test]
+#[ignore]
+fn lstm_learns_to_reverse_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.tsv");
+    let pairs = common::reverse_corpus(&train, 20_000, 11);
+    let texts = pairs.iter().flat_map(|(s, t)| [s.clone(), t.clone()]);
+    let tok_json = tok::train(tok::Kind::Bpe, 40, true, texts).unwrap();
+    let vocab = quill::tokenizer::Tokenizer::from_json(&tok_json)
+        .unwrap()
+        .vocab_size();
+    let mut cfg = lstm_config(vocab, LstmAttention::General, true, true, 1, None);
+    cfg.d_model = 64;
+    let m = Lstm::new(&cfg, true).unwrap();
+    let p = m.init(5);
+    let state = State {
+        step: 0,
+        cursor: Cursor::default(),
+        task: Task::Seq2Seq { start: tok::BOS },
+        train_path: train,
+        options: Options {
+            seed: 5,
+            lr: 3e-3,
+            schedule: Schedule::InverseSqrt { warmup: 100 },
+            dropout: 0.0,
+            label_smoothing: 0.0,
+            budget: 2000,
+            ..Options::default()
+        },
+        tokens: 0,
+        seconds: 0.0,
+    };
+    let mut t = Trainer::new(m, p, tok_json, state, 1).unwrap();
+    t.generation = Some(r#"{"max_new_tokens": 16}"#.into());
+    let test = common::reverse_corpus(&dir.path().join("test.tsv"), 300, 99);
+    let sources: Vec<String> = test.iter().map(|p| p.0.clone()).collect();
+    let t0 = std::time::Instant::now();
+    let mut exact = 0.0;
+    while t0.elapsed().as_secs() < 600 {
+        for _ in 0..100 {
+            t.step().unwrap();
+        }
+        let model = t.runtime_model().unwrap();
+        let o = GenerateOptions {
+            max_new_tokens: 16,
+            ..Default::default()
+        };
+        let out = quill::train::translate::translate(&model, &sources, &o, 32).unwrap();
+        let hits = out
+            .texts
+            .iter()
+            .zip(&test)
+            .filter(|(h, p)| **h == p.1)
+            .count();
+        exact = hits as f64 / test.len() as f64;
+        eprintln!(
+            "step {}: exact match {:.1} % after {:.0} s",
+            t.state.step,
+            100.0 * exact,
+            t0.elapsed().as_secs_f64()
+        );
+        if exact >= 0.99 {
+            break;
+        }
+    }
+    assert!(exact >= 0.99, "exact match {:.1} %", 100.0 * exact);
+}

@@ -12,6 +12,7 @@ use quill::kernels::{Pool, kernels};
 use quill::train::data::{Cursor, Task};
 use quill::train::layers::{Ctx, IGNORE};
 use quill::train::model::{Acts, Batch, Structure, Transformer};
+use quill::train::net::NetActs;
 use quill::train::optim::Schedule;
 use quill::train::run::{Options, State, Trainer, load_model};
 use quill::train::tok;
@@ -266,29 +267,9 @@ fn runtime_matches_trainer_decoder_only_rotary_swiglu_gqa() {
 
 // ---- runs over a corpus ----
 
-/// A corpus of "reverse the sequence" pairs over the words a … l.
-fn reverse_corpus(path: &Path, n: usize, seed: u64) -> Vec<(String, String)> {
-    let mut rng = common::Rng::new(seed);
-    let words = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
-    let mut pairs = Vec::with_capacity(n);
-    let mut text = String::new();
-    for _ in 0..n {
-        let len = 3 + (rng.next_u64() % 6) as usize;
-        let s: Vec<&str> = (0..len)
-            .map(|_| words[(rng.next_u64() % 12) as usize])
-            .collect();
-        let r: Vec<&str> = s.iter().rev().copied().collect();
-        let (s, r) = (s.join(" "), r.join(" "));
-        text += &format!("{s}\t{r}\n");
-        pairs.push((s, r));
-    }
-    std::fs::write(path, text).unwrap();
-    pairs
-}
-
 fn small_run(dir: &Path, steps_options: Options, pairs: usize) -> Trainer {
     let train = dir.join("train.tsv");
-    let pairs = reverse_corpus(&train, pairs, 1);
+    let pairs = common::reverse_corpus(&train, pairs, 1);
     let texts = pairs.iter().flat_map(|(s, t)| [s.clone(), t.clone()]);
     let tok_json = tok::train(tok::Kind::Bpe, 40, true, texts).unwrap();
     let vocab = quill::tokenizer::Tokenizer::from_json(&tok_json)
@@ -415,8 +396,8 @@ fn fine_tuning_starts_from_a_converted_hugging_face_model() {
     let file = QuillFile::read(&path).unwrap();
     let (m, p, tok_json, _) = load_model(&file).unwrap();
     assert_eq!(
-        m.params.len(),
-        m.params.iter().filter(|t| file.contains(&t.name)).count()
+        m.params().len(),
+        m.params().iter().filter(|t| file.contains(&t.name)).count()
     );
 
     // The converted model's logits in the trainer equal the runtime's on the same file.
@@ -445,11 +426,11 @@ fn fine_tuning_starts_from_a_converted_hugging_face_model() {
         labels: vec![IGNORE],
     };
     let pool = Pool::single();
-    let mut acts = Acts::default();
-    m.forward(ctx(&pool), &p, &batch, &mut acts, None);
+    let mut acts = NetActs::default();
+    m.forward(ctx(&pool), &p, &batch, &mut acts);
     let worst = runtime
         .iter()
-        .zip(&acts.logits)
+        .zip(acts.logits(&m))
         .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
         .fold(0f32, f32::max);
     assert!(
@@ -515,7 +496,7 @@ fn learns_to_reverse_sequences() {
         ..Options::default()
     };
     let mut t = small_run(dir.path(), opts, 20_000);
-    let test: Vec<(String, String)> = reverse_corpus(&dir.path().join("test.tsv"), 300, 99);
+    let test: Vec<(String, String)> = common::reverse_corpus(&dir.path().join("test.tsv"), 300, 99);
     let t0 = std::time::Instant::now();
     let mut exact = 0.0;
     while t0.elapsed().as_secs() < 300 {

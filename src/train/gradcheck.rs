@@ -7,9 +7,10 @@
 //! coordinates, both in f64 arithmetic around f32 forward passes.
 
 use super::layers::{self as ly, AttnShape, Ctx, Dx, Scratch};
+use super::lstm::{Lstm, LstmActs};
 use super::model::{Acts, Batch, Structure, Transformer};
 use crate::decode::rng::Rng;
-use crate::format::{Activation, Arch, Config, Norm, Positions};
+use crate::format::{Activation, Arch, Config, LstmAttention, Norm, Positions};
 use crate::kernels::{Pool, kernels};
 
 fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
@@ -496,4 +497,87 @@ fn dropout_gradient_follows_the_mask() {
     let mut d = vec![1f32; 1000];
     ly::dropout_backward(&mut d, &mask);
     assert_eq!(d, mask);
+}
+
+/// A tiny LSTM model and a padded batch (sources of 4 and 2 tokens, targets of 3 and 2).
+fn tiny_lstm(
+    attention: LstmAttention,
+    bidirectional: bool,
+    feeding: bool,
+    layers: usize,
+    tied: bool,
+) -> (Lstm, Batch) {
+    let (_, mut batch) = tiny(
+        Arch::Seq2Seq,
+        true,
+        Positions::Sinusoidal,
+        Norm::LayerNorm,
+        false,
+        None,
+    );
+    batch.labels[5] = super::layers::IGNORE;
+    let cfg = Config {
+        vocab_size: 11,
+        d_model: 6,
+        encoder_layers: layers,
+        decoder_layers: layers,
+        heads: 0,
+        ffn_dim: 0,
+        positions: Positions::None,
+        bidirectional,
+        embed_dim: if tied { None } else { Some(5) },
+        attention: Some(attention),
+        input_feeding: feeding,
+        ..tiny(
+            Arch::Seq2Seq,
+            true,
+            Positions::Sinusoidal,
+            Norm::LayerNorm,
+            false,
+            None,
+        )
+        .0
+        .config
+    };
+    (Lstm::new(&cfg, tied).expect("valid tiny LSTM"), batch)
+}
+
+fn check_lstm(m: &Lstm, batch: &Batch) {
+    let pool = Pool::single();
+    let c = ctx(&pool);
+    let mut p = m.init(13);
+    // Larger weights than the initialization, so every path carries a visible gradient.
+    p.iter_mut().for_each(|v| *v *= 2.0);
+    let mut acts = LstmActs::default();
+    let mut g = vec![0f32; m.len];
+    m.train_step(c, &p, &mut g, batch, &mut acts, 0.1, 1.0, None);
+    let mut eval = LstmActs::default();
+    let mut loss = |q: &[f32]| m.eval_loss(c, q, batch, &mut eval, 0.1).loss;
+    for t in &m.params {
+        let r = t.range();
+        let mut full = p.clone();
+        check(&t.name, &p[r.clone()], &g[r.clone()], 2, 2e-3, &mut |x| {
+            full[r.clone()].copy_from_slice(x);
+            loss(&full)
+        });
+        assert!(g[r].iter().any(|&v| v != 0.0), "{}: no gradient", t.name);
+    }
+}
+
+#[test]
+fn lstm_bidirectional_general_input_feeding_gradients() {
+    let (m, b) = tiny_lstm(LstmAttention::General, true, true, 2, false);
+    check_lstm(&m, &b);
+}
+
+#[test]
+fn lstm_unidirectional_dot_tied_gradients() {
+    let (m, b) = tiny_lstm(LstmAttention::Dot, false, false, 1, true);
+    check_lstm(&m, &b);
+}
+
+#[test]
+fn lstm_additive_gradients() {
+    let (m, b) = tiny_lstm(LstmAttention::Additive, true, true, 1, false);
+    check_lstm(&m, &b);
 }

@@ -4,6 +4,8 @@
 //! - [`layers`]: forward/backward pairs (llm.c style) on the runtime's f32 kernels;
 //! - [`model`]: the parameter layout under canonical `.quill` names, and the passes over a
 //!   padded batch of an encoder-decoder or decoder-only Transformer;
+//! - [`lstm`]: the LSTM encoder-decoder with attention, backpropagation through time;
+//!   [`net`]: either network behind one interface;
 //! - [`optim`]: AdamW, schedules, clipping; [`data`]: corpora, bucketed batches, cursors;
 //! - [`tok`]: BPE / Unigram tokenizer training;
 //! - [`run`]: a training run, checkpoints, exports;
@@ -12,8 +14,10 @@
 
 pub mod data;
 pub mod layers;
+pub mod lstm;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod optim;
 pub mod plot;
 pub mod run;

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{Cursor, Holdout, Loader, LoaderOptions, Task};
 use super::layers::{Ctx, LossSums};
-use super::model::{Acts, Batch, Transformer};
+use super::lstm::Lstm;
+use super::model::{Batch, Transformer};
+use super::net::{Net, NetActs};
 use super::optim::{AdamW, AdamWOptions, Schedule, clip_grad_norm};
 use crate::convert::quantize::{Target, quantize_file};
 use crate::decode::rng::Rng;
@@ -95,7 +97,7 @@ pub struct StepReport {
 
 /// A training run in progress.
 pub struct Trainer {
-    pub model: Transformer,
+    pub model: Net,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     pub opt: AdamW,
@@ -105,7 +107,7 @@ pub struct Trainer {
     /// `quill.generation` of exported models (decoding defaults).
     pub generation: Option<String>,
     pool: Pool,
-    acts: Acts,
+    acts: NetActs,
     loader: Loader,
 }
 
@@ -113,23 +115,23 @@ impl Trainer {
     /// A run starting at `params` (fresh or loaded) over the corpus at `state.train_path`,
     /// positioned at `state.cursor`.
     pub fn new(
-        model: Transformer,
+        model: impl Into<Net>,
         params: Vec<f32>,
         tokenizer_json: String,
         state: State,
         threads: usize,
     ) -> Result<Trainer> {
-        if params.len() != model.len {
+        let mut model: Net = model.into();
+        if params.len() != model.len() {
             return Err(Error::InvalidArgument(format!(
                 "{} parameters for a model of {}",
                 params.len(),
-                model.len
+                model.len()
             )));
         }
         let tokenizer = Tokenizer::from_json(&tokenizer_json)?;
         let pool = Pool::new(threads)?;
-        let mut model = model;
-        model.dropout = state.options.dropout;
+        model.set_dropout(state.options.dropout);
         let lopts = LoaderOptions {
             task: state.task,
             budget: state.options.budget,
@@ -139,9 +141,9 @@ impl Trainer {
             seed: state.options.seed,
         };
         let loader = Loader::new(&state.train_path, lopts, state.cursor, &tokenizer, &pool)?;
-        let opt = AdamW::new(state.options.adam, &model.params, model.len);
+        let opt = AdamW::new(state.options.adam, model.params(), model.len());
         Ok(Trainer {
-            grads: vec![0.0; model.len],
+            grads: vec![0.0; model.len()],
             model,
             params,
             opt,
@@ -150,7 +152,7 @@ impl Trainer {
             state,
             generation: None,
             pool,
-            acts: Acts::default(),
+            acts: NetActs::default(),
             loader,
         })
     }
@@ -175,7 +177,7 @@ impl Trainer {
         t.generation = generation;
         t.opt.m = file.tensor(ADAM_M)?.to_f32_vec()?;
         t.opt.v = file.tensor(ADAM_V)?.to_f32_vec()?;
-        if t.opt.m.len() != t.model.len || t.opt.v.len() != t.model.len {
+        if t.opt.m.len() != t.model.len() || t.opt.v.len() != t.model.len() {
             return Err(Error::BadTensor {
                 tensor: ADAM_M.into(),
                 reason: "optimizer state does not match the model".into(),
@@ -271,7 +273,7 @@ impl Trainer {
     /// The model as a `.quill` writer (f32 weights, config, tokenizer, decoding defaults).
     pub fn writer(&self) -> Result<Writer<'_>> {
         let m = &self.model;
-        let mut w = Writer::quill(m.arch, &m.config)?;
+        let mut w = Writer::quill(m.arch(), m.config())?;
         w.set_metadata(
             keys::PRODUCER,
             format!(
@@ -283,7 +285,7 @@ impl Trainer {
         if let Some(g) = &self.generation {
             w.set_metadata(keys::GENERATION, g.clone());
         }
-        for p in &m.params {
+        for p in m.params() {
             w.add(&p.name, &p.shape, &self.params[p.range()])?;
         }
         w.set_tokenizer(&self.tokenizer_json)?;
@@ -307,8 +309,8 @@ impl Trainer {
     /// moments and the training state. Written atomically.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
         let mut w = self.writer()?;
-        w.add(ADAM_M, &[self.model.len], &self.opt.m)?;
-        w.add(ADAM_V, &[self.model.len], &self.opt.v)?;
+        w.add(ADAM_M, &[self.model.len()], &self.opt.m)?;
+        w.add(ADAM_V, &[self.model.len()], &self.opt.v)?;
         let state = serde_json::to_string(&self.state).expect("state serializes");
         w.set_metadata(STATE_KEY, state);
         w.write(path)
@@ -331,13 +333,16 @@ impl Trainer {
 
 /// Reads a model for training from a `.quill` file: its layout, f32 parameters (from f32, f16
 /// or bf16 tensors), tokenizer and decoding defaults.
-pub fn load_model(file: &QuillFile) -> Result<(Transformer, Vec<f32>, String, Option<String>)> {
+pub fn load_model(file: &QuillFile) -> Result<(Net, Vec<f32>, String, Option<String>)> {
     let meta = file.require_quill()?;
     let has = |n: &str| file.contains(n);
     let shape_of = |n: &str| file.tensor(n).ok().map(|t| t.shape.to_vec());
-    let model = Transformer::build(meta.arch, &meta.config, &has, &shape_of)?;
-    let mut params = vec![0f32; model.len];
-    for p in &model.params {
+    let model: Net = match meta.arch {
+        crate::format::Arch::LstmSeq2Seq => Lstm::build(&meta.config, &has)?.into(),
+        arch => Transformer::build(arch, &meta.config, &has, &shape_of)?.into(),
+    };
+    let mut params = vec![0f32; model.len()];
+    for p in model.params() {
         let t = file.tensor(&p.name)?;
         if !t.dtype.is_float() {
             return Err(Error::Unsupported(format!(

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::path::Path;
+
 use quill::format::{Arch, Config};
 
 /// A small seeded generator (xorshift64*), so tests need no extra crate and are reproducible.
@@ -54,4 +56,24 @@ pub fn quill_metadata() -> String {
         "quill.format": "1", "quill.arch": "decoder-only", "quill.config": cfg,
     })
     .to_string()
+}
+
+/// A corpus of "reverse the sequence" pairs over the words a … l.
+pub fn reverse_corpus(path: &Path, n: usize, seed: u64) -> Vec<(String, String)> {
+    let mut rng = Rng::new(seed);
+    let words = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+    let mut pairs = Vec::with_capacity(n);
+    let mut text = String::new();
+    for _ in 0..n {
+        let len = 3 + (rng.next_u64() % 6) as usize;
+        let s: Vec<&str> = (0..len)
+            .map(|_| words[(rng.next_u64() % 12) as usize])
+            .collect();
+        let r: Vec<&str> = s.iter().rev().copied().collect();
+        let (s, r) = (s.join(" "), r.join(" "));
+        text += &format!("{s}\t{r}\n");
+        pairs.push((s, r));
+    }
+    std::fs::write(path, text).unwrap();
+    pairs
 }

@@ -11,10 +11,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quill::convert::quantize::Target;
 use quill::decode::{BeamOptions, GenerateOptions, Strategy};
-use quill::format::{Activation, Arch, Config, Norm, Positions, QuillFile};
+use quill::format::{Activation, Arch, Config, LstmAttention, Norm, Positions, QuillFile};
 use quill::tokenizer::Tokenizer;
 use quill::train::data::{self, Cursor, Holdout, Split, Task};
+use quill::train::lstm::Lstm;
 use quill::train::model::{Batch, Structure, Transformer, parse_activation};
+use quill::train::net::Net;
 use quill::train::optim::{AdamWOptions, Schedule};
 use quill::train::plot::{Chart, Series, write_png};
 use quill::train::run::{Options, State, Trainer, load_model};
@@ -43,6 +45,21 @@ struct Args {
     /// seq2seq (encoder-decoder) or lm (decoder-only).
     #[arg(long, default_value = "seq2seq")]
     task: String,
+    /// transformer, or lstm (seq2seq only: the LSTM encoder-decoder with attention, docs/lstm.md).
+    #[arg(long, default_value = "transformer")]
+    arch: String,
+    /// LSTM: attention scoring, dot, general or additive.
+    #[arg(long, default_value = "general")]
+    attention: String,
+    /// LSTM: bidirectional encoder.
+    #[arg(long)]
+    bidirectional: bool,
+    /// LSTM: no input feeding (by default the previous attentional state joins each decoder input).
+    #[arg(long)]
+    no_input_feeding: bool,
+    /// LSTM: width of the embeddings (default: --d-model).
+    #[arg(long)]
+    embed_dim: Option<usize>,
 
     /// Continue a run from its checkpoint (all other model and training flags are ignored, except --steps, --epochs, --threads and the evaluation flags).
     #[arg(long)]
@@ -260,36 +277,47 @@ fn new_config(a: &Args, arch: Arch, vocab: usize) -> Res<Config> {
         c.vocab_size = vocab;
         return Ok(c);
     }
-    let seq2seq = arch == Arch::Seq2Seq;
+    let seq2seq = arch != Arch::DecoderOnly;
+    let lstm = arch == Arch::LstmSeq2Seq;
     let activation: Activation = parse_activation(&a.activation)?;
+    let attention = match a.attention.as_str() {
+        "dot" => LstmAttention::Dot,
+        "general" => LstmAttention::General,
+        "additive" => LstmAttention::Additive,
+        x => return Err(format!("--attention {x}: expected dot, general or additive").into()),
+    };
     let c = Config {
         vocab_size: vocab,
         d_model: a.d_model,
         encoder_layers: if seq2seq { a.encoder_layers } else { 0 },
         decoder_layers: a.decoder_layers,
-        heads: a.heads,
-        kv_heads: a.kv_heads,
+        heads: if lstm { 0 } else { a.heads },
+        kv_heads: a.kv_heads.filter(|_| !lstm),
         head_dim: None,
-        ffn_dim: a.ffn,
+        ffn_dim: if lstm { 0 } else { a.ffn },
         activation,
         gated_ffn: a.gated,
         norm: parse_norm(&a.norm)?,
         norm_eps: 1e-5,
         pre_norm: !a.post_norm,
-        positions: parse_positions(&a.positions)?,
+        positions: if lstm {
+            Positions::None
+        } else {
+            parse_positions(&a.positions)?
+        },
         max_positions: a.max_positions,
         position_offset: 0,
         rope_theta: 10_000.0,
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,
-        scale_embedding: true,
+        scale_embedding: !lstm,
         attention_scale: None,
         logits_scale: 1.0,
-        bidirectional: false,
-        embed_dim: None,
-        attention: None,
-        input_feeding: false,
+        bidirectional: lstm && a.bidirectional,
+        embed_dim: a.embed_dim.filter(|_| lstm),
+        attention: lstm.then_some(attention),
+        input_feeding: lstm && !a.no_input_feeding,
         bos_id: Some(tok::BOS),
         eos_ids: vec![tok::EOS],
         pad_id: Some(tok::PAD),
@@ -351,10 +379,12 @@ fn run(a: Args) -> Res<()> {
         "lm" => false,
         t => return Err(format!("--task {t}: expected seq2seq or lm").into()),
     };
-    let arch = if seq2seq {
-        Arch::Seq2Seq
-    } else {
-        Arch::DecoderOnly
+    let arch = match (seq2seq, a.arch.as_str()) {
+        (true, "transformer") => Arch::Seq2Seq,
+        (false, "transformer") => Arch::DecoderOnly,
+        (true, "lstm") => Arch::LstmSeq2Seq,
+        (false, "lstm") => return Err("--arch lstm trains seq2seq models only".into()),
+        (_, x) => return Err(format!("--arch {x}: expected transformer or lstm").into()),
     };
     let opts = options(&a)?;
     let ckpt = a.out.join("checkpoint.quill");
@@ -366,12 +396,13 @@ fn run(a: Args) -> Res<()> {
         let (model, params, tokenizer_json, generation) = if let Some(init) = &a.init {
             let file = QuillFile::read(init)?;
             let (m, p, t, g) = load_model(&file)?;
-            if m.arch != arch {
+            if m.arch() != arch {
                 return Err(format!(
-                    "--init {}: a {} model, but --task {}",
+                    "--init {}: a {} model, but --task {} --arch {}",
                     init.display(),
-                    m.arch.as_str(),
-                    a.task
+                    m.arch().as_str(),
+                    a.task,
+                    a.arch
                 )
                 .into());
             }
@@ -402,7 +433,10 @@ fn run(a: Args) -> Res<()> {
                 tied_output: !a.untied,
                 embed_norm: false,
             };
-            let model = Transformer::new(arch, &config, structure)?;
+            let model: Net = match arch {
+                Arch::LstmSeq2Seq => Lstm::new(&config, !a.untied)?.into(),
+                _ => Transformer::new(arch, &config, structure)?.into(),
+            };
             let params = model.init(a.seed);
             let generation = if seq2seq {
                 serde_json::json!({"num_beams": a.beams, "max_new_tokens": a.max_len.max(16) * 2})
@@ -413,7 +447,7 @@ fn run(a: Args) -> Res<()> {
         };
         let task = if seq2seq {
             Task::Seq2Seq {
-                start: model.config.decoder_start_id.unwrap_or(tok::BOS),
+                start: model.config().decoder_start_id.unwrap_or(tok::BOS),
             }
         } else {
             Task::Lm {
@@ -433,17 +467,17 @@ fn run(a: Args) -> Res<()> {
         t.generation = generation;
         t
     };
-    let c = &trainer.model.config;
+    let c = trainer.model.config();
     eprintln!(
         "model: {} d={} heads={} ffn={} layers={}+{} vocab={} params={} threads={}",
-        trainer.model.arch.as_str(),
+        trainer.model.arch().as_str(),
         c.d_model,
         c.heads,
         c.ffn_dim,
         c.encoder_layers,
         c.decoder_layers,
         c.vocab_size,
-        trainer.model.len,
+        trainer.model.len(),
         trainer.threads()
     );
 

@@ -351,3 +351,96 @@ fn lstm_learns_to_reverse_sequences() {
     }
     assert!(exact >= 0.99, "exact match {:.1} %", 100.0 * exact);
 }
+
+/// The same checkpoint stored with TensorFlow's gate order (`ijfo`) or in Keras' layout
+/// (`[in, 4h]` kernels, one bias) converts to the same model.
+#[test]
+fn other_gate_orders_and_keras_layout_convert_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "bi-general-feed";
+    let src = QuillFile::read(fixture(name).join("model.safetensors")).unwrap();
+    let reference = convert(name, dir.path(), None);
+    let g = golden(name);
+    let tf = &g["teacher_forcing"];
+    let target_in = ids(&tf["target_in"]);
+    let want = teacher_forced(&reference, &[ids(&tf["source"])], &target_in);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap())
+            .unwrap();
+    for layout in ["ijfo", "keras"] {
+        let out = dir.path().join(layout);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut w = Writer::new();
+        for t in src.tensors() {
+            let mut vals = t.to_f32_vec().unwrap();
+            let mut shape = t.shape.to_vec();
+            let is_gate = t.name.contains(".lstm.") || t.name.contains(".cells.");
+            if is_gate && layout == "ijfo" {
+                // quill/PyTorch i, f, g, o → TensorFlow i, j(=g), f, o.
+                let n = vals.len() / 4;
+                let (i, f, gg, o) = (
+                    &vals[..n],
+                    &vals[n..2 * n],
+                    &vals[2 * n..3 * n],
+                    &vals[3 * n..],
+                );
+                vals = [i, gg, f, o].concat();
+            }
+            if is_gate && layout == "keras" {
+                if t.name.contains("bias_hh") {
+                    continue; // folded into bias_ih below
+                }
+                if t.name.contains("bias_ih") {
+                    let other = src
+                        .tensor(&t.name.replace("bias_ih", "bias_hh"))
+                        .unwrap()
+                        .to_f32_vec()
+                        .unwrap();
+                    vals.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
+                } else {
+                    let (r, c) = (shape[0], shape[1]);
+                    let mut tr = vec![0f32; r * c];
+                    for i in 0..r {
+                        for j in 0..c {
+                            tr[j * r + i] = vals[i * c + j];
+                        }
+                    }
+                    vals = tr;
+                    shape = vec![c, r];
+                }
+            }
+            w.add_owned(t.name, &shape, vals).unwrap();
+        }
+        w.write(out.join("model.safetensors")).unwrap();
+        let mut cfg = config.clone();
+        if layout == "keras" {
+            cfg["layout"] = "keras".into();
+            cfg["gate_order"] = "ifco".into();
+        } else {
+            cfg["gate_order"] = layout.into();
+        }
+        std::fs::write(out.join("config.json"), cfg.to_string()).unwrap();
+        let path = dir.path().join(format!("{layout}.quill"));
+        convert_hf(
+            &out,
+            &path,
+            &ConvertOptions { quantize: None },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let m = Model::open(
+            &path,
+            &OpenOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let got = teacher_forced(&m, &[ids(&tf["source"])], &target_in);
+        for (a, b) in got[0].iter().zip(&want[0]) {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5, "{layout}: {x} vs {y}");
+            }
+        }
+    }
+}

@@ -319,36 +319,7 @@ fn lstm_learns_to_reverse_sequences() {
     let mut t = Trainer::new(m, p, tok_json, state, 1).unwrap();
     t.generation = Some(r#"{"max_new_tokens": 16}"#.into());
     let test = common::reverse_corpus(&dir.path().join("test.tsv"), 300, 99);
-    let sources: Vec<String> = test.iter().map(|p| p.0.clone()).collect();
-    let t0 = std::time::Instant::now();
-    let mut exact = 0.0;
-    while t0.elapsed().as_secs() < 600 {
-        for _ in 0..100 {
-            t.step().unwrap();
-        }
-        let model = t.runtime_model().unwrap();
-        let o = GenerateOptions {
-            max_new_tokens: 16,
-            ..Default::default()
-        };
-        let out = quill::train::translate::translate(&model, &sources, &o, 32).unwrap();
-        let hits = out
-            .texts
-            .iter()
-            .zip(&test)
-            .filter(|(h, p)| **h == p.1)
-            .count();
-        exact = hits as f64 / test.len() as f64;
-        eprintln!(
-            "step {}: exact match {:.1} % after {:.0} s",
-            t.state.step,
-            100.0 * exact,
-            t0.elapsed().as_secs_f64()
-        );
-        if exact >= 0.99 {
-            break;
-        }
-    }
+    let exact = common::train_until_exact(&mut t, &test, 600);
     assert!(exact >= 0.99, "exact match {:.1} %", 100.0 * exact);
 }
 

@@ -497,41 +497,7 @@ fn learns_to_reverse_sequences() {
     };
     let mut t = small_run(dir.path(), opts, 20_000);
     let test: Vec<(String, String)> = common::reverse_corpus(&dir.path().join("test.tsv"), 300, 99);
-    let t0 = std::time::Instant::now();
-    let mut exact = 0.0;
-    while t0.elapsed().as_secs() < 300 {
-        for _ in 0..100 {
-            t.step().unwrap();
-        }
-        let model = t.runtime_model().unwrap();
-        let o = quill::decode::GenerateOptions {
-            max_new_tokens: 16,
-            ..Default::default()
-        };
-        let out = quill::train::translate::translate(
-            &model,
-            &test.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
-            &o,
-            32,
-        )
-        .unwrap();
-        let hits = out
-            .texts
-            .iter()
-            .zip(&test)
-            .filter(|(h, p)| **h == p.1)
-            .count();
-        exact = hits as f64 / test.len() as f64;
-        eprintln!(
-            "step {}: exact match {:.1} % after {:.0} s",
-            t.state.step,
-            100.0 * exact,
-            t0.elapsed().as_secs_f64()
-        );
-        if exact >= 0.99 {
-            break;
-        }
-    }
+    let exact = common::train_until_exact(&mut t, &test, 300);
     assert!(
         exact >= 0.99,
         "exact match {:.1} % after five minutes",

@@ -373,9 +373,11 @@ impl Transformer {
         let c = &self.config;
         match c.positions {
             Positions::Sinusoidal => c.max_positions,
-            Positions::Learned => [&self.encoder, &Some(self.decoder.clone())]
+            Positions::Learned => self
+                .encoder
                 .iter()
-                .filter_map(|s| s.as_ref().and_then(|s| s.pos))
+                .chain(std::iter::once(&self.decoder))
+                .filter_map(|s| s.pos)
                 .map(|(_, rows)| rows - c.position_offset)
                 .min()
                 .unwrap_or(usize::MAX),

@@ -77,3 +77,43 @@ pub fn reverse_corpus(path: &Path, n: usize, seed: u64) -> Vec<(String, String)>
     std::fs::write(path, text).unwrap();
     pairs
 }
+
+/// Trains `t` 100 updates at a time until its greedy outputs on `test` (source, expected) match
+/// exactly for at least 99 % of the pairs, or `seconds` have passed; returns the last rate.
+pub fn train_until_exact(
+    t: &mut quill::train::run::Trainer,
+    test: &[(String, String)],
+    seconds: u64,
+) -> f64 {
+    let sources: Vec<String> = test.iter().map(|p| p.0.clone()).collect();
+    let t0 = std::time::Instant::now();
+    let mut exact = 0.0;
+    while t0.elapsed().as_secs() < seconds {
+        for _ in 0..100 {
+            t.step().unwrap();
+        }
+        let model = t.runtime_model().unwrap();
+        let o = quill::decode::GenerateOptions {
+            max_new_tokens: 16,
+            ..Default::default()
+        };
+        let out = quill::train::translate::translate(&model, &sources, &o, 32).unwrap();
+        let hits = out
+            .texts
+            .iter()
+            .zip(test)
+            .filter(|(h, p)| **h == p.1)
+            .count();
+        exact = hits as f64 / test.len() as f64;
+        eprintln!(
+            "step {}: exact match {:.1} % after {:.0} s",
+            t.state.step,
+            100.0 * exact,
+            t0.elapsed().as_secs_f64()
+        );
+        if exact >= 0.99 {
+            break;
+        }
+    }
+    exact
+}

@@ -438,8 +438,10 @@ fn run(a: Args) -> Res<()> {
                 _ => Transformer::new(arch, &config, structure)?.into(),
             };
             let params = model.init(a.seed);
+            // Room for outputs twice the longest training sentence, within the positions.
+            let longest = (a.max_len.max(16) * 2).min(model.max_len().saturating_sub(1));
             let generation = if seq2seq {
-                serde_json::json!({"num_beams": a.beams, "max_new_tokens": a.max_len.max(16) * 2})
+                serde_json::json!({"num_beams": a.beams, "max_new_tokens": longest})
             } else {
                 serde_json::json!({"max_new_tokens": 128})
             };

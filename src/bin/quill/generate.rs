@@ -94,13 +94,15 @@ fn beams_of(o: &GenerateOptions) -> usize {
 
 /// Generates from token ids and prints ids (one line per hypothesis).
 pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
-    let o = args.options(m)?;
+    let mut o = args.options(m)?;
     let limits = Limits {
         max_batch: 1,
         max_input_len: ids.len().max(1),
         max_new_tokens: o.max_new_tokens,
         beams: beams_of(&o),
-    };
+    }
+    .fit(m);
+    o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
     let mut s = Session::new(m, limits)?;
     let out = generate(&mut s, &[ids], &o, None, None)?;
     for h in &out.outputs[0] {
@@ -118,7 +120,7 @@ pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
 
 #[cfg(feature = "tokenizer")]
 pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<()> {
-    let o = args.options(m)?;
+    let mut o = args.options(m)?;
     let tok = m.tokenizer()?;
     let target = m.target_tokenizer()?;
     let inputs: Vec<Vec<u32>> = text
@@ -130,7 +132,9 @@ pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<
         max_input_len: inputs.iter().map(Vec::len).max().unwrap_or(1).max(1),
         max_new_tokens: o.max_new_tokens,
         beams: beams_of(&o),
-    };
+    }
+    .fit(m);
+    o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
     let mut s = Session::new(m, limits)?;
     let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
     let special = m.special_ids();
@@ -194,14 +198,16 @@ pub fn run_text(_: &Model, _: &[String], _: &DecodeArgs) -> quill::Result<()> {
 /// kept across turns.
 #[cfg(feature = "tokenizer")]
 pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<()> {
-    let o = args.options(m)?;
+    let mut o = args.options(m)?;
     let tok = m.tokenizer()?;
     let limits = Limits {
         max_batch: 1,
         max_input_len: max_context,
         max_new_tokens: o.max_new_tokens,
         beams: 1,
-    };
+    }
+    .fit(m);
+    o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
     let mut s = Session::new(m, limits)?;
     let mut chat = Chat::new();
     let special = m.special_ids();

@@ -178,6 +178,56 @@ fn seq2seq_run_writes_models_metrics_and_plot_and_resumes() {
 }
 
 #[test]
+fn epochs_stop_after_the_last_batch_of_the_last_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.tsv");
+    corpus(&data, 300, true);
+    let out = dir.path().join("run");
+    let args = [
+        "--train",
+        data.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--tokenizer",
+        "bpe",
+        "--vocab",
+        "40",
+        "--d-model",
+        "32",
+        "--heads",
+        "2",
+        "--ffn",
+        "64",
+        "--encoder-layers",
+        "1",
+        "--decoder-layers",
+        "1",
+        "--batch-tokens",
+        "400",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "0",
+        "--eval-sentences",
+        "0",
+        "--quantize",
+        "",
+    ];
+    train(&args);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = lines_of_kind(&metrics, "train")
+        .iter()
+        .map(|v| v["epoch"].as_u64().unwrap())
+        .collect();
+    // Two passes of the same number of batches, nothing of a third.
+    let first = epochs.iter().filter(|&&e| e == 0).count();
+    assert!(first > 1);
+    assert_eq!(epochs.len(), 2 * first, "{epochs:?}");
+}
+
+#[test]
 fn language_model_with_rotary_rmsnorm_swiglu_trains_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("text.txt");

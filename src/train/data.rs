@@ -256,6 +256,12 @@ impl Loader {
         self.cursor
     }
 
+    /// Passes over the corpus completed (the current one counts once its last batch is taken).
+    pub fn epochs_done(&self) -> u64 {
+        let finished = self.next_offset == 0 && self.cursor.batch as usize >= self.batches.len();
+        self.cursor.epoch + u64::from(finished)
+    }
+
     fn load_chunk(&mut self, tok: &Tokenizer, pool: &Pool) -> Result<()> {
         let io = |e: std::io::Error| Error::io(self.path.display().to_string(), e);
         let mut f = BufReader::new(File::open(&self.path).map_err(io)?);

@@ -191,6 +191,11 @@ impl Trainer {
         self.pool.threads()
     }
 
+    /// Passes over the training corpus completed.
+    pub fn epochs_done(&self) -> u64 {
+        self.loader.epochs_done()
+    }
+
     /// One update: `accum` batches forward and backward, gradient clipping, AdamW.
     pub fn step(&mut self) -> Result<StepReport> {
         let t0 = std::time::Instant::now();

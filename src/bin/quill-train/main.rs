@@ -584,7 +584,7 @@ fn run(a: Args) -> Res<()> {
         (0.0, 0usize, 0.0, 0usize, Instant::now());
     loop {
         let done_steps = a.steps > 0 && trainer.state.step >= a.steps;
-        let done_epochs = a.epochs > 0 && trainer.state.cursor.epoch >= a.epochs;
+        let done_epochs = a.epochs > 0 && trainer.epochs_done() >= a.epochs;
         let done_time = a.minutes > 0.0 && start.elapsed().as_secs_f64() > a.minutes * 60.0;
         if done_steps || done_epochs || done_time {
             break;

@@ -415,3 +415,45 @@ fn other_gate_orders_and_keras_layout_convert_to_the_same_model() {
         }
     }
 }
+
+/// Sampling, streaming and cancellation reach the LSTM through the same decoding code.
+#[test]
+fn sampling_streaming_and_cancellation_work_on_the_lstm() {
+    use quill::decode::{Flow, SampleOptions, StreamEvent};
+    use quill::model::CancelHandle;
+    let dir = tempfile::tempdir().unwrap();
+    let m = convert("bi-general-feed", dir.path(), None);
+    let input: Vec<u32> = vec![37, 30, 25, 10, 2];
+    let o = GenerateOptions {
+        strategy: Strategy::Sample(SampleOptions {
+            temperature: 1.0,
+            top_k: 10,
+            top_p: 0.9,
+            min_p: 0.0,
+            seed: 7,
+        }),
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let run = |m: &Model| {
+        let mut s = Session::new(m, limits(1, 1)).unwrap();
+        let mut streamed = Vec::new();
+        let mut cb = |e: StreamEvent| {
+            streamed.extend_from_slice(e.ids);
+            Flow::Continue
+        };
+        let out = generate(&mut s, &[&input], &o, None, Some(&mut cb)).unwrap();
+        (out.outputs[0][0].ids.clone(), streamed)
+    };
+    let (a, streamed) = run(&m);
+    assert!(!a.is_empty());
+    assert_eq!(a, streamed, "the stream delivers exactly the generated ids");
+    assert_eq!(run(&m).0, a, "the same seed samples the same ids");
+
+    // A cancelled handle stops the encoder between its two layers.
+    let mut s = Session::new(&m, limits(1, 1)).unwrap();
+    let cancel = CancelHandle::new();
+    cancel.cancel();
+    s.set_cancel(Some(cancel));
+    assert!(matches!(s.start(&[&input]), Err(quill::Error::Cancelled)));
+}

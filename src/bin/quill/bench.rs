@@ -98,7 +98,7 @@ pub fn run(
     let start_token = c.decoder_start_id;
     let first = |s: &mut Session| -> quill::Result<()> {
         s.start(&refs)?;
-        if model.arch() == Arch::Seq2Seq {
+        if model.arch() != Arch::DecoderOnly {
             s.step(&vec![start_token.expect("seq2seq"); batch])?;
         }
         Ok(())
@@ -108,7 +108,7 @@ pub fn run(
     let m2 = Model::open(path, &options)?;
     let mut s2 = Session::new(&m2, limits)?;
     s2.start(&refs)?;
-    if m2.arch() == Arch::Seq2Seq {
+    if m2.arch() != Arch::DecoderOnly {
         s2.step(&vec![start_token.expect("seq2seq"); batch])?;
     }
     let open_to_first = t.elapsed().as_secs_f64();

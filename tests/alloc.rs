@@ -1,5 +1,6 @@
 //! Decoding allocates nothing per generated token: a counting global allocator watches
-//! `Session::step` after the session (and the threads' scratch) has warmed up.
+//! `Session::step` after the session (and the threads' scratch) has warmed up; Transformers and
+//! LSTMs alike.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -34,7 +35,7 @@ fn steps_allocate(name: &str, quantize: Option<Target>, threads: usize, batch: u
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.quill");
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
+        .join("tests/fixtures")
         .join(name);
     convert_hf(&src, &out, &ConvertOptions { quantize }, &mut |_, _| {}).unwrap();
     let model = Model::open(
@@ -61,7 +62,7 @@ fn steps_allocate(name: &str, quantize: Option<Target>, threads: usize, batch: u
     let refs: Vec<&[u32]> = inputs.iter().map(|v| v.as_slice()).collect();
     s.start(&refs).unwrap();
     let tokens = vec![model.config().decoder_start_id.unwrap_or(5); batch];
-    if model.arch() == Arch::Seq2Seq {
+    if model.arch() != Arch::DecoderOnly {
         s.step(&tokens).unwrap();
     }
     for _ in 0..3 {
@@ -77,12 +78,14 @@ fn steps_allocate(name: &str, quantize: Option<Target>, threads: usize, batch: u
 #[test]
 fn decoding_steps_do_not_allocate() {
     for (name, q, threads, batch) in [
-        ("marian", None, 1, 1),
-        ("marian", Some(Target::Int8), 1, 2),
-        ("llama", Some(Target::Int4), 1, 1),
-        ("t5", None, 1, 1),
+        ("hf/marian", None, 1, 1),
+        ("hf/marian", Some(Target::Int8), 1, 2),
+        ("hf/llama", Some(Target::Int4), 1, 1),
+        ("hf/t5", None, 1, 1),
         // f32 rows of 256 bytes: the 1000-column output projection is split over both threads.
-        ("gpt2", None, 2, 2),
+        ("hf/gpt2", None, 2, 2),
+        ("lstm/bi-general-feed", Some(Target::Int8), 1, 2),
+        ("lstm/bi-additive-feed", None, 1, 1),
     ] {
         let n = steps_allocate(name, q, threads, batch);
         assert_eq!(

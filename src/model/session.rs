@@ -115,6 +115,8 @@ pub struct Session {
     /// The recurrent state of an LSTM model (`lstm-seq2seq`); the Transformer buffers are then
     /// left empty.
     lstm: Option<LstmState>,
+    /// Per row of an LSTM step: its slot, input and source length (allocated once).
+    lstm_rows: [Vec<usize>; 3],
 }
 
 impl std::fmt::Debug for Session {
@@ -282,6 +284,7 @@ impl Session {
             align: Vec::new(),
             align_on: false,
             lstm,
+            lstm_rows: std::array::from_fn(|_| Vec::with_capacity(if is_lstm { slots } else { 0 })),
         })
     }
 
@@ -622,9 +625,15 @@ impl Session {
     fn step_lstm(&mut self, m: &ModelInner) {
         let net = lstm_ctx(m);
         let st = self.lstm.as_mut().expect("an LSTM session has LSTM state");
-        let slots: Vec<usize> = self.groups.iter().map(|g| g.slot).collect();
-        let inputs: Vec<usize> = slots.iter().map(|&s| self.input_of[s]).collect();
-        let src_len: Vec<usize> = inputs.iter().map(|&i| self.src_len[i]).collect();
+        let [slots, inputs, src_len] = &mut self.lstm_rows;
+        slots.clear();
+        inputs.clear();
+        src_len.clear();
+        for g in &self.groups {
+            slots.push(g.slot);
+            inputs.push(self.input_of[g.slot]);
+            src_len.push(self.src_len[self.input_of[g.slot]]);
+        }
         let align = if self.align_on {
             Some(&mut self.align[..])
         } else {
@@ -632,14 +641,14 @@ impl Session {
         };
         net.step(
             st,
-            &slots,
+            slots,
             &self.tokens,
-            &inputs,
-            &src_len,
+            inputs,
+            src_len,
             &mut self.buf.logits,
             align,
         );
-        for &s in &slots {
+        for &s in slots.iter() {
             self.dec_pos[s] += 1;
         }
         self.logit_rows = slots.len();

@@ -7,8 +7,9 @@
 //! coordinates, both in f64 arithmetic around f32 forward passes.
 
 use super::layers::{self as ly, AttnShape, Ctx, Dx, Scratch};
-use super::lstm::{Lstm, LstmActs};
-use super::model::{Acts, Batch, Structure, Transformer};
+use super::lstm::Lstm;
+use super::model::{Batch, Structure, Transformer};
+use super::net::{Net, NetActs};
 use crate::decode::rng::Rng;
 use crate::format::{Activation, Arch, Config, LstmAttention, Norm, Positions};
 use crate::kernels::{Pool, kernels};
@@ -418,25 +419,32 @@ fn tiny(
     (m, batch)
 }
 
-fn check_model(m: &Transformer, batch: &Batch) {
+/// Checks every parameter tensor of a whole model: the gradient of the label-smoothed loss
+/// against finite differences, one tensor perturbed at a time; each tensor must get some
+/// gradient. `scale` enlarges the initial weights so every path carries a visible gradient.
+fn check_net(net: Net, batch: &Batch, seed: u64, scale: f32) {
     let pool = Pool::single();
     let c = ctx(&pool);
-    let p = m.init(11);
-    let mut acts = Acts::default();
-    let mut g = vec![0f32; m.len];
-    m.train_step(c, &p, &mut g, batch, &mut acts, 0.1, 1.0, None);
-    let mut eval = Acts::default();
-    let mut loss = |q: &[f32]| m.eval_loss(c, q, batch, &mut eval, 0.1).loss;
-    for t in &m.params {
-        // Perturb one tensor at a time, checking its slice of the gradient.
+    let mut p = net.init(seed);
+    p.iter_mut().for_each(|v| *v *= scale);
+    let mut acts = NetActs::default();
+    let mut g = vec![0f32; net.len()];
+    net.train_step(c, &p, &mut g, batch, &mut acts, 0.1, 1.0, None);
+    let mut eval = NetActs::default();
+    let mut loss = |q: &[f32]| net.eval_loss(c, q, batch, &mut eval, 0.1).loss;
+    for t in net.params() {
         let r = t.range();
         let mut full = p.clone();
         check(&t.name, &p[r.clone()], &g[r.clone()], 2, 2e-3, &mut |x| {
             full[r.clone()].copy_from_slice(x);
             loss(&full)
         });
+        assert!(g[r].iter().any(|&v| v != 0.0), "{}: no gradient", t.name);
     }
-    assert!(g.iter().any(|&v| v != 0.0));
+}
+
+fn check_model(m: &Transformer, batch: &Batch) {
+    check_net(m.clone().into(), batch, 11, 1.0);
 }
 
 #[test]
@@ -543,25 +551,7 @@ fn tiny_lstm(
 }
 
 fn check_lstm(m: &Lstm, batch: &Batch) {
-    let pool = Pool::single();
-    let c = ctx(&pool);
-    let mut p = m.init(13);
-    // Larger weights than the initialization, so every path carries a visible gradient.
-    p.iter_mut().for_each(|v| *v *= 2.0);
-    let mut acts = LstmActs::default();
-    let mut g = vec![0f32; m.len];
-    m.train_step(c, &p, &mut g, batch, &mut acts, 0.1, 1.0, None);
-    let mut eval = LstmActs::default();
-    let mut loss = |q: &[f32]| m.eval_loss(c, q, batch, &mut eval, 0.1).loss;
-    for t in &m.params {
-        let r = t.range();
-        let mut full = p.clone();
-        check(&t.name, &p[r.clone()], &g[r.clone()], 2, 2e-3, &mut |x| {
-            full[r.clone()].copy_from_slice(x);
-            loss(&full)
-        });
-        assert!(g[r].iter().any(|&v| v != 0.0), "{}: no gradient", t.name);
-    }
+    check_net(m.clone().into(), batch, 13, 2.0);
 }
 
 #[test]

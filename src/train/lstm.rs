@@ -174,8 +174,8 @@ impl Lstm {
         })
     }
 
-    /// Fresh parameters: everything uniform in ±1/√H (the classic LSTM initialization),
-    /// embeddings 𝒩(0, 1/E)·… small, forget-gate biases 1.
+    /// Fresh parameters: everything, embeddings included, uniform in ±1/√H (the classic LSTM
+    /// initialization); forget-gate biases 1.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut p = vec![0f32; self.len];
         let mut rng = Rng::new(seed);
@@ -487,10 +487,7 @@ impl Lstm {
         // ---- decoder, time-major
         let de = fit(&mut acts.dec_emb, b * t_len * e);
         // Embed as [T][B][E]: transpose the batch-major ids.
-        let ids_tm: Vec<u32> = (0..t_len)
-            .flat_map(|t| (0..b).map(move |r| (t, r)))
-            .map(|(t, r)| batch.tgt[r * t_len + t])
-            .collect();
+        let ids_tm = time_major(&batch.tgt, b, t_len);
         ly::embedding_forward(
             slice(p, self.dec_embed, v * e),
             e,
@@ -942,10 +939,7 @@ impl Lstm {
         if !acts.dec_emb_drop.is_empty() {
             ly::dropout_backward(&mut d_emb, &acts.dec_emb_drop);
         }
-        let ids_tm: Vec<u32> = (0..t_len)
-            .flat_map(|t| (0..b).map(move |r| (t, r)))
-            .map(|(t, r)| batch.tgt[r * t_len + t])
-            .collect();
+        let ids_tm = time_major(&batch.tgt, b, t_len);
         ly::embedding_backward(
             &d_emb,
             e,
@@ -1079,6 +1073,13 @@ impl Lstm {
         acts.scratch = sc;
         sums
     }
+}
+
+/// Batch-major ids `[B][T]` in time-major order `[T][B]` (the decoder's step layout).
+fn time_major(ids: &[u32], b: usize, t: usize) -> Vec<u32> {
+    (0..t)
+        .flat_map(|j| (0..b).map(move |r| ids[r * t + j]))
+        .collect()
 }
 
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {

@@ -532,17 +532,7 @@ fn norm_grads<'a>(g: &'a mut [f32], n: &NormP, d: usize) -> (&'a mut [f32], Opti
 }
 
 fn lin_fwd(ctx: Ctx, p: &[f32], l: &Lin, x: &[f32], n: usize, y: &mut Vec<f32>) {
-    let y = fit(y, n * l.out);
-    ly::linear_forward(
-        ctx,
-        x,
-        n,
-        &p[l.w..l.w + l.out * l.inp],
-        l.b.map(|b| &p[b..b + l.out]),
-        l.out,
-        l.inp,
-        y,
-    );
+    lin_fwd_into(ctx, p, l, x, n, fit(y, n * l.out));
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -61,13 +61,14 @@ struct Planned {
 }
 
 /// The checkpoint's tensors, possibly spread over shards.
-struct Sources {
-    files: Vec<QuillFile>,
+struct Sources<'a> {
+    files: Vec<&'a QuillFile>,
     index: BTreeMap<String, usize>,
 }
 
-impl Sources {
-    fn open(dir: &Path) -> Result<Sources> {
+impl<'a> Sources<'a> {
+    /// The checkpoint files of `dir` (one, or the shards its index names), opened.
+    fn open(dir: &Path) -> Result<Vec<QuillFile>> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
         let paths: Vec<PathBuf> = if single.exists() {
@@ -93,16 +94,18 @@ impl Sources {
                 dir.display()
             )));
         };
-        let mut files = Vec::new();
+        paths.iter().map(QuillFile::open).collect()
+    }
+
+    fn new(files: &'a [QuillFile]) -> Sources<'a> {
+        let files: Vec<&QuillFile> = files.iter().collect();
         let mut index = BTreeMap::new();
-        for p in paths {
-            let f = QuillFile::open(&p)?;
+        for (i, f) in files.iter().enumerate() {
             for t in f.tensors() {
-                index.insert(t.name.to_string(), files.len());
+                index.insert(t.name.to_string(), i);
             }
-            files.push(f);
         }
-        Ok(Sources { files, index })
+        Sources { files, index }
     }
 
     fn has(&self, name: &str) -> bool {
@@ -936,27 +939,25 @@ fn keep_float(name: &str) -> bool {
     name.ends_with("pos.weight") || name.ends_with("rel_bias.weight")
 }
 
-/// Converts the checkpoint in `dir` and writes `out`. `progress(done, total)` is called after each
-/// tensor.
-pub fn convert_hf(
-    dir: &Path,
-    out: &Path,
-    options: &ConvertOptions,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<ConvertReport> {
-    let cfg_json = read_json(&dir.join("config.json"))?;
-    let hf = Hf(&cfg_json);
+/// What `config.json` (and `generation_config.json`) say about a checkpoint whose tensors are
+/// `src`: the model type, quill's architecture and validated configuration, and the tensors to
+/// write. Reads no weight.
+fn plan_conversion(
+    cfg_json: &Value,
+    generation: Option<&Value>,
+    src: &Sources,
+) -> Result<(String, Arch, Config, Vec<Planned>)> {
+    let hf = Hf(cfg_json);
     let model_type = hf
         .str("model_type")
         .ok_or_else(|| Error::bad_config("model_type", "missing from config.json"))?
         .to_string();
-    let src = Sources::open(dir)?;
     let (arch, mut config, plan) = match model_type.as_str() {
-        "marian" | "bart" | "mbart" | "m2m_100" => bart_family(&hf, &src, &model_type)?,
-        "t5" => t5(&hf, &src)?,
-        "gpt2" => gpt2(&hf, &src)?,
-        "llama" | "mistral" | "qwen2" => llama(&hf, &src)?,
-        "quill-lstm" => lstm(&hf, &src)?,
+        "marian" | "bart" | "mbart" | "m2m_100" => bart_family(&hf, src, &model_type)?,
+        "t5" => t5(&hf, src)?,
+        "gpt2" => gpt2(&hf, src)?,
+        "llama" | "mistral" | "qwen2" => llama(&hf, src)?,
+        "quill-lstm" => lstm(&hf, src)?,
         other => {
             return Err(Error::bad_config(
                 "model_type",
@@ -966,13 +967,7 @@ pub fn convert_hf(
             ));
         }
     };
-    let gen_path = dir.join("generation_config.json");
-    let generation = if gen_path.exists() {
-        Some(read_json(&gen_path)?)
-    } else {
-        None
-    };
-    if let Some(g) = &generation {
+    if let Some(g) = generation {
         // The generation config's ids win where the model config has none.
         let gh = Hf(g);
         if config.eos_ids.is_empty() {
@@ -986,6 +981,48 @@ pub fn convert_hf(
         }
     }
     config.validate(arch)?;
+    Ok((model_type, arch, config, plan))
+}
+
+/// The configuration stage of [`convert_hf`] on bytes instead of a directory: parses
+/// `config_json` (and `generation_json`) against the tensors of `checkpoint` (a safetensors
+/// file) and returns the architecture, configuration and number of tensors a conversion would
+/// write. Reads no weight; what the fuzzer drives.
+pub fn plan_from_bytes(
+    config_json: &[u8],
+    generation_json: Option<&[u8]>,
+    checkpoint: &QuillFile,
+) -> Result<(Arch, Config, usize)> {
+    let parse = |what: &str, b: &[u8]| -> Result<Value> {
+        serde_json::from_slice(b).map_err(|e| Error::bad_config(what, e.to_string()))
+    };
+    let cfg = parse("config.json", config_json)?;
+    let generation = generation_json
+        .map(|g| parse("generation_config.json", g))
+        .transpose()?;
+    let src = Sources::new(std::slice::from_ref(checkpoint));
+    let (_, arch, config, plan) = plan_conversion(&cfg, generation.as_ref(), &src)?;
+    Ok((arch, config, plan.len()))
+}
+
+/// Converts the checkpoint in `dir` and writes `out`. `progress(done, total)` is called after each
+/// tensor.
+pub fn convert_hf(
+    dir: &Path,
+    out: &Path,
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ConvertReport> {
+    let cfg_json = read_json(&dir.join("config.json"))?;
+    let files = Sources::open(dir)?;
+    let src = Sources::new(&files);
+    let gen_path = dir.join("generation_config.json");
+    let generation = if gen_path.exists() {
+        Some(read_json(&gen_path)?)
+    } else {
+        None
+    };
+    let (model_type, arch, config, plan) = plan_conversion(&cfg_json, generation.as_ref(), &src)?;
 
     let mut w = Writer::quill(arch, &config)?;
     w.set_metadata(

@@ -123,6 +123,52 @@ fn streaming_never_splits_a_character() {
 }
 
 #[test]
+fn streaming_byte_fallback_runs_that_are_not_utf8() {
+    // Found by the `tokenizer` fuzz target: a byte piece that decodes alone (a tab, a control
+    // character) followed by bytes that together with it are not UTF-8 (the decoder then gives
+    // U+FFFD per byte), with and without skipped special tokens inside the run.
+    let (t, _) = hf("llama_bpe_bytefallback");
+    let cases: [(&[u32], bool); 2] = [
+        (&[924, 13, 192, 78, 734, 115, 160, 874, 2], false),
+        (
+            &[
+                1, 379, 231, 133, 182, 231, 134, 141, 231, 133, 144, 231, 133, 174, 123, 134, 175,
+                231, 134, 1739, 5, 0, 175, 231, 135, 142, 379, 234, 192, 166, 233, 177, 155,
+            ],
+            true,
+        ),
+    ];
+    for (ids, skip) in cases {
+        let full = t.decode(ids, skip).unwrap();
+        let mut d = t.detokenizer(skip);
+        let mut streamed = String::new();
+        for &id in ids {
+            streamed.push_str(&d.push(id).unwrap());
+            assert!(full.starts_with(&streamed), "{streamed:?} / {full:?}");
+        }
+        streamed.push_str(&d.finish().unwrap());
+        assert_eq!(streamed, full);
+    }
+}
+
+#[test]
+fn malformed_precompiled_charsmaps_are_errors_not_panics() {
+    // Found by the `sentencepiece` fuzz target: `tokenizers` panics on these.
+    // 3 bytes: no room for the trie's size.
+    for charsmap in ["AAAA", "AAA="] {
+        let json = format!(
+            r#"{{"version":"1.0","normalizer":{{"type":"Sequence","normalizers":[{{"type":"Precompiled","precompiled_charsmap":"{charsmap}"}}]}},"model":{{"type":"WordLevel","vocab":{{"a":0}},"unk_token":"a"}}}}"#
+        );
+        match Tokenizer::from_json(&json) {
+            Err(quill::Error::BadMetadata { reason, .. }) => {
+                assert!(reason.contains("Precompiled"), "{reason}")
+            }
+            other => panic!("{charsmap}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn bad_ids_and_bytes_are_errors() {
     let (t, _) = hf("t5_unigram");
     assert!(t.decode(&[5, 4000], true).is_err());

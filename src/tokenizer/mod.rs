@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     vocab_size: usize,
+    /// Ids of byte-fallback pieces (`<0x41>`), sorted: streaming holds them back (below).
+    byte_ids: Vec<u32>,
+    /// Ids of special tokens, sorted.
+    special_ids: Vec<u32>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -29,9 +33,37 @@ fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{what}: {e}"))
 }
 
+/// Parses every `Precompiled` normalizer's charsmap of a `tokenizer.json`: `tokenizers` panics
+/// on a malformed one where it should return an error.
+fn check_precompiled(json: &str) -> Result<()> {
+    fn walk(v: &serde_json::Value) -> std::result::Result<(), String> {
+        match v {
+            serde_json::Value::Object(o) => {
+                if o.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
+                    // Its Deserialize borrows the charsmap string: parse from text.
+                    let text = serde_json::to_string(v).map_err(|e| e.to_string())?;
+                    serde_json::from_str::<spm_precompiled::Precompiled>(&text)
+                        .map_err(|e| format!("a Precompiled normalizer is malformed: {e}"))?;
+                }
+                o.values().try_for_each(walk)
+            }
+            serde_json::Value::Array(a) => a.iter().try_for_each(walk),
+            _ => Ok(()),
+        }
+    }
+    if !json.contains("Precompiled") {
+        return Ok(());
+    }
+    let bad = |reason: String| Error::bad_meta("quill.tokenizer", reason);
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("not a valid tokenizer.json: {e}")))?;
+    walk(&v).map_err(bad)
+}
+
 impl Tokenizer {
     /// Parses a `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Tokenizer> {
+        check_precompiled(json)?;
         let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
             Error::bad_meta(
                 "quill.tokenizer",
@@ -43,7 +75,30 @@ impl Tokenizer {
 
     pub(crate) fn wrap(inner: tokenizers::Tokenizer) -> Tokenizer {
         let vocab_size = inner.get_vocab_size(true);
-        Tokenizer { inner, vocab_size }
+        let is_byte = |t: &str| {
+            t.len() == 6
+                && t.starts_with("<0x")
+                && t.ends_with('>')
+                && t[3..5].bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        let mut byte_ids: Vec<u32> = inner
+            .get_vocab(true)
+            .into_iter()
+            .filter_map(|(t, id)| is_byte(&t).then_some(id))
+            .collect();
+        byte_ids.sort_unstable();
+        let mut special_ids: Vec<u32> = inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter_map(|(&id, t)| t.special.then_some(id))
+            .collect();
+        special_ids.sort_unstable();
+        Tokenizer {
+            inner,
+            vocab_size,
+            byte_ids,
+            special_ids,
+        }
     }
 
     /// The tokenizer as `tokenizer.json` text.
@@ -124,6 +179,11 @@ impl Tokenizer {
 /// incomplete character (U+FFFD from a partial byte sequence). Decoding from a window start, not
 /// from one id alone, keeps the decoder's context: Metaspace's leading space, byte-level pieces,
 /// byte-fallback runs that only together form a character.
+///
+/// Byte-fallback pieces are held back until a piece of another kind follows (or the sequence
+/// ends): the decoder turns a run of bytes that is not valid UTF-8 into one U+FFFD per byte, so
+/// text decoded from the start of a run (a tab, say) may change when the run goes on. Skipped
+/// special tokens do not end a run (the decoder never sees them), so they are held back too.
 pub struct Detokenizer<'t> {
     tok: &'t Tokenizer,
     skip: bool,
@@ -142,6 +202,10 @@ impl Detokenizer<'_> {
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.tok.check_ids(&[id])?;
         self.ids.push(id);
+        let skipped = self.skip && self.tok.special_ids.binary_search(&id).is_ok();
+        if skipped || self.tok.byte_ids.binary_search(&id).is_ok() {
+            return Ok(String::new());
+        }
         let window = &self.ids[self.prefix..];
         let before = self
             .tok

@@ -27,6 +27,15 @@
 // The ABI this header describes. A library whose `quill_abi_version()` differs is incompatible.
 #define QUILL_ABI_VERSION 1
 
+// Longest text `quill_tokenize` takes: tokenizing costs about 100 bytes of transient memory
+// per input byte, so this bounds it near 1.6 GiB; split longer texts.
+#define QUILL_MAX_TEXT_BYTES (16 << 20)
+
+// Bytes per token allowed in a generation's input text: a text longer than
+// `max_input_len × QUILL_BYTES_PER_TOKEN` is refused before it is tokenized (it could only be
+// refused after, for having more than `max_input_len` tokens).
+#define QUILL_BYTES_PER_TOKEN 64
+
 // Result of every fallible function. Values are fixed forever; new ones are only appended.
 typedef enum {
   // Success.
@@ -104,6 +113,10 @@ typedef struct {
   uint32_t max_input_len;
   uint32_t max_new_tokens;
   uint32_t beams;
+  // Bytes the session may use (KV cache, scratch, decoding state); 0 = half the physical
+  // memory. Limits that need more fail with `QUILL_ERR_OUT_OF_MEMORY`. A caller built
+  // against a header without this field (a smaller `struct_size`) gets 0.
+  uint64_t max_memory;
 } quill_session_params;
 
 // Decoding options. Fill with `quill_generate_default_params` (which also applies the model's

@@ -51,6 +51,8 @@ pub enum Error {
     BufferTooSmall(usize),
     /// This build lacks a feature the call needs.
     Unsupported(String),
+    /// The work needs more memory than its budget allows or the system will give.
+    OutOfMemory(String),
 }
 
 impl Error {
@@ -122,6 +124,7 @@ impl fmt::Display for Error {
             Error::Cancelled => write!(f, "cancelled"),
             Error::BufferTooSmall(n) => write!(f, "buffer too small: {n} needed"),
             Error::Unsupported(m) => write!(f, "unsupported: {m}"),
+            Error::OutOfMemory(m) => write!(f, "out of memory: {m}"),
         }
     }
 }

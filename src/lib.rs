@@ -26,6 +26,7 @@ pub mod format;
 pub mod kernels;
 pub mod log;
 pub mod model;
+pub mod sys;
 pub mod tensor;
 #[cfg(feature = "tokenizer")]
 pub mod tokenizer;

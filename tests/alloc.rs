@@ -53,6 +53,7 @@ fn steps_allocate(name: &str, quantize: Option<Target>, threads: usize, batch: u
             max_input_len: 16,
             max_new_tokens: 40,
             beams: 1,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -359,6 +359,7 @@ fn expected_cases(dir: &Path, model: &Path) -> (PathBuf, String) {
             max_input_len: 64,
             max_new_tokens: 32,
             beams: 4,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -35,6 +35,7 @@ fn logits(path: &Path, input: &[u32]) -> Vec<f32> {
             max_input_len: 16,
             max_new_tokens: 4,
             beams: 1,
+            ..Default::default()
         },
     )
     .unwrap();

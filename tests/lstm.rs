@@ -57,6 +57,7 @@ fn limits(batch: usize, beams: usize) -> Limits {
         max_input_len: 32,
         max_new_tokens: 32,
         beams,
+        ..Default::default()
     }
 }
 

@@ -72,6 +72,7 @@ fn session(model: &Model) -> Session {
             max_input_len: 32,
             max_new_tokens: 32,
             beams: 1,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -65,6 +65,7 @@ impl Error {
             Error::BufferTooSmall(_) => QUILL_ERR_BUFFER_TOO_SMALL,
             Error::Unsupported(_) => QUILL_ERR_UNSUPPORTED,
             Error::Cancelled => QUILL_ERR_CANCELLED,
+            Error::OutOfMemory(_) => QUILL_ERR_OUT_OF_MEMORY,
             _ => QUILL_ERR_FORMAT,
         }
     }
@@ -204,7 +205,14 @@ pub struct quill_session_params {
     pub max_input_len: u32,
     pub max_new_tokens: u32,
     pub beams: u32,
+    /// Bytes the session may use (KV cache, scratch, decoding state); 0 = half the physical
+    /// memory. Limits that need more fail with `QUILL_ERR_OUT_OF_MEMORY`. A caller built
+    /// against a header without this field (a smaller `struct_size`) gets 0.
+    pub max_memory: u64,
 }
+
+/// `struct_size` of `quill_session_params` as the first ABI shipped it (without `max_memory`).
+const SESSION_PARAMS_V1: usize = 24;
 
 /// Decoding options. Fill with `quill_generate_default_params` (which also applies the model's
 /// own defaults when given the model), then change what you need.
@@ -293,16 +301,69 @@ unsafe fn params<T: Copy>(p: *const T, what: &str) -> Result<T, Error> {
     Ok(unsafe { *p })
 }
 
+/// Reads a params struct that has grown since the first ABI: the caller's `struct_size` bytes
+/// (at least `min_size`, at most the whole of `T`) over `out`, whose fields past what the caller
+/// knows keep their defaults.
+///
+/// # Safety
+/// `p` points at `struct_size` readable bytes whose first field is `struct_size`.
+unsafe fn versioned_params<T: Copy>(
+    p: *const T,
+    min_size: usize,
+    out: &mut T,
+    what: &str,
+) -> Result<(), Error> {
+    // SAFETY: caller contract; struct_size is read first.
+    let size = unsafe { *(p as *const usize) };
+    check_size(size, min_size, what)?;
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: `n` bytes are readable at `p` (the caller's struct) and writable at `out`; T is a
+    // repr(C) struct of plain integers, valid for any bytes.
+    unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), (out as *mut T).cast::<u8>(), n) };
+    Ok(())
+}
+
 /// # Safety
 /// `s` is NULL or a NUL-terminated string.
 unsafe fn c_str<'a>(s: *const c_char, what: &str) -> Result<&'a str, Error> {
+    unsafe { c_text(s, what, usize::MAX) }
+}
+
+/// Longest text `quill_tokenize` takes: tokenizing costs about 100 bytes of transient memory
+/// per input byte, so this bounds it near 1.6 GiB; split longer texts.
+pub const QUILL_MAX_TEXT_BYTES: usize = 16 << 20;
+
+/// Bytes per token allowed in a generation's input text: a text longer than
+/// `max_input_len × QUILL_BYTES_PER_TOKEN` is refused before it is tokenized (it could only be
+/// refused after, for having more than `max_input_len` tokens).
+pub const QUILL_BYTES_PER_TOKEN: usize = 64;
+
+/// A UTF-8 string of at most `max` bytes (checked before validating it).
+///
+/// # Safety
+/// `s` is NULL or a NUL-terminated string.
+unsafe fn c_text<'a>(s: *const c_char, what: &str, max: usize) -> Result<&'a str, Error> {
     if s.is_null() {
         return Err(arg(what));
     }
     // SAFETY: caller contract.
-    unsafe { std::ffi::CStr::from_ptr(s) }
-        .to_str()
+    let bytes = unsafe { std::ffi::CStr::from_ptr(s) }.to_bytes();
+    if bytes.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{what} is {} bytes, more than the {max} taken here",
+            bytes.len()
+        )));
+    }
+    std::str::from_utf8(bytes)
         .map_err(|e| Error::InvalidArgument(format!("{what} is not valid UTF-8: {e}")))
+}
+
+/// The longest input text a session takes.
+fn max_input_text(s: &crate::model::Session) -> usize {
+    s.limits()
+        .max_input_len
+        .saturating_mul(QUILL_BYTES_PER_TOKEN)
+        .min(QUILL_MAX_TEXT_BYTES)
 }
 
 /// Writes `v` through `out` (checked non-NULL).
@@ -498,6 +559,7 @@ pub extern "C" fn quill_session_default_params(params: *mut quill_session_params
                 max_input_len: 0,
                 max_new_tokens: 0,
                 beams: 1,
+                max_memory: 0,
             },
             "params",
         )
@@ -517,17 +579,18 @@ pub unsafe extern "C" fn quill_session_new(
 ) -> quill_status {
     guard(|| {
         let m = &unsafe { model.as_ref() }.ok_or_else(|| arg("model"))?.model;
-        let p = if params.is_null() {
-            quill_session_params {
-                struct_size: 0,
-                max_batch: 1,
-                max_input_len: 0,
-                max_new_tokens: 0,
-                beams: 1,
-            }
-        } else {
-            unsafe { self::params(params, "params") }?
+        let mut p = quill_session_params {
+            struct_size: 0,
+            max_batch: 1,
+            max_input_len: 0,
+            max_new_tokens: 0,
+            beams: 1,
+            max_memory: 0,
         };
+        if !params.is_null() {
+            // SAFETY: caller contract; only the caller's `struct_size` bytes are read.
+            unsafe { versioned_params(params, SESSION_PARAMS_V1, &mut p, "params") }?;
+        }
         if out.is_null() {
             return Err(arg("out"));
         }
@@ -547,10 +610,12 @@ pub unsafe extern "C" fn quill_session_new(
                 p.max_new_tokens as usize
             },
             beams: d.beams,
+            ..Default::default()
         }
         .fit(m);
         let limits = crate::model::Limits {
             max_batch: p.max_batch as usize,
+            max_memory: usize::try_from(p.max_memory).unwrap_or(usize::MAX),
             max_input_len: if p.max_input_len == 0 {
                 fitted.max_input_len
             } else {
@@ -620,7 +685,7 @@ pub unsafe extern "C" fn quill_chat_turn(
         // SAFETY: the session's thread only (contract).
         let chat = unsafe { &mut *(*session).chat.get() };
         let model = s.model().clone();
-        let text = unsafe { c_str(text, "text") }?;
+        let text = unsafe { c_text(text, "text", max_input_text(s)) }?;
         let p = unsafe { generate_params(&model, params) }?;
         if out.is_null() {
             return Err(arg("out"));
@@ -634,6 +699,7 @@ pub unsafe extern "C" fn quill_chat_turn(
             Some(cb) => {
                 #[cfg(feature = "tokenizer")]
                 let mut d = model.target_tokenizer()?.detokenizer(true);
+                let mut stopped = false;
                 let mut f = |e: crate::decode::StreamEvent| {
                     #[allow(unused_mut)]
                     let mut piece = String::new();
@@ -655,12 +721,23 @@ pub unsafe extern "C" fn quill_chat_turn(
                         )
                     };
                     if r != 0 {
+                        stopped = true;
                         crate::decode::Flow::Stop
                     } else {
                         crate::decode::Flow::Continue
                     }
                 };
-                chat.turn(s, &tokens, &o, Some(cancel), Some(&mut f))?
+                let reply = chat.turn(s, &tokens, &o, Some(cancel), Some(&mut f))?;
+                // Held-back text (a trailing run of byte pieces), in one last call without ids.
+                #[cfg(feature = "tokenizer")]
+                if !stopped {
+                    let rest = d.finish()?;
+                    if !rest.is_empty() {
+                        // SAFETY: as above.
+                        unsafe { cb(user, 0, [].as_ptr(), 0, rest.as_ptr().cast(), rest.len()) };
+                    }
+                }
+                reply
             }
         };
         let shown: Vec<u32> = reply
@@ -785,7 +862,7 @@ pub unsafe extern "C" fn quill_tokenize(
 ) -> quill_status {
     guard(|| {
         let m = &unsafe { model.as_ref() }.ok_or_else(|| arg("model"))?.model;
-        let text = unsafe { c_str(text, "text") }?;
+        let text = unsafe { c_text(text, "text", QUILL_MAX_TEXT_BYTES) }?;
         if n_ids.is_null() {
             return Err(arg("n_ids"));
         }
@@ -1010,6 +1087,7 @@ fn run_generation(
                 .collect();
             #[allow(unused_mut)] // assigned only with the tokenizer feature
             let mut failure = None;
+            let mut stopped = false;
             let mut f = |e: crate::decode::StreamEvent| {
                 #[allow(unused_mut)]
                 let mut text = String::new();
@@ -1039,6 +1117,7 @@ fn run_generation(
                     )
                 };
                 if r != 0 {
+                    stopped = true;
                     crate::decode::Flow::Stop
                 } else {
                     crate::decode::Flow::Continue
@@ -1047,6 +1126,21 @@ fn run_generation(
             let g = crate::decode::generate(s, &refs, &o, Some(cancel), Some(&mut f))?;
             if let Some(e) = failure {
                 return Err(e);
+            }
+            // Text the detokenizers still hold back (a trailing run of byte pieces): one last
+            // call per input, with no ids, so the pieces add up to the result's text.
+            #[cfg(feature = "tokenizer")]
+            for (i, d) in detoks.iter_mut().enumerate() {
+                if let Some(d) = d.as_mut().filter(|_| !stopped) {
+                    let rest = d.finish()?;
+                    if !rest.is_empty() {
+                        // SAFETY: as above.
+                        let r = unsafe {
+                            cb(user, i, [].as_ptr(), 0, rest.as_ptr().cast(), rest.len())
+                        };
+                        stopped = r != 0;
+                    }
+                }
             }
             g
         }
@@ -1115,7 +1209,7 @@ pub unsafe extern "C" fn quill_generate_text(
         }
         let mut inputs = Vec::with_capacity(n);
         for i in 0..n {
-            let t = unsafe { c_str(*texts.add(i), "texts[i]") }?;
+            let t = unsafe { c_text(*texts.add(i), "texts[i]", max_input_text(s)) }?;
             inputs.push(tokenize(&model, t, true)?);
         }
         run_generation(session, inputs, true, params, callback, user, out)
@@ -1388,6 +1482,56 @@ pub unsafe extern "C" fn quill_session_logits(
 mod tests {
     use super::*;
     use std::ffi::CStr;
+
+    #[test]
+    fn params_of_older_callers_keep_the_new_fields_defaults() {
+        // A caller built against the first header: its struct ends before max_memory.
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct V1 {
+            struct_size: usize,
+            max_batch: u32,
+            max_input_len: u32,
+            max_new_tokens: u32,
+            beams: u32,
+        }
+        let old = V1 {
+            struct_size: std::mem::size_of::<V1>(),
+            max_batch: 3,
+            max_input_len: 5,
+            max_new_tokens: 7,
+            beams: 2,
+        };
+        assert_eq!(old.struct_size, SESSION_PARAMS_V1);
+        let mut p = quill_session_params {
+            struct_size: 0,
+            max_batch: 1,
+            max_input_len: 0,
+            max_new_tokens: 0,
+            beams: 1,
+            max_memory: 99,
+        };
+        let ptr = (&old as *const V1).cast::<quill_session_params>();
+        unsafe { versioned_params(ptr, SESSION_PARAMS_V1, &mut p, "params") }.unwrap();
+        assert_eq!(
+            (p.max_batch, p.max_input_len, p.max_new_tokens, p.beams),
+            (3, 5, 7, 2)
+        );
+        assert_eq!(p.max_memory, 99, "past the caller's struct: untouched");
+        let short = V1 {
+            struct_size: 16,
+            ..old
+        };
+        let ptr = (&short as *const V1).cast::<quill_session_params>();
+        assert!(unsafe { versioned_params(ptr, SESSION_PARAMS_V1, &mut p, "params") }.is_err());
+        let new = quill_session_params {
+            struct_size: std::mem::size_of::<quill_session_params>(),
+            max_memory: 1 << 30,
+            ..p
+        };
+        unsafe { versioned_params(&new, SESSION_PARAMS_V1, &mut p, "params") }.unwrap();
+        assert_eq!(p.max_memory, 1 << 30);
+    }
 
     #[test]
     fn version_constants_match_cargo() {

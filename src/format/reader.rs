@@ -107,6 +107,25 @@ impl fmt::Debug for QuillFile {
     }
 }
 
+/// Memory for a whole model file, refused with `Error::OutOfMemory` when it is more than the
+/// system has available (reading it would push the process into swap or the OOM killer) or the
+/// allocator will not give it.
+fn alloc_file(len: usize, shown: &str) -> Result<AlignedBuf> {
+    let refuse = |why: String| {
+        Error::OutOfMemory(format!(
+            "{shown} is {len} bytes and {why}: open it memory-mapped instead (in_memory off)"
+        ))
+    };
+    if let Some(avail) = crate::sys::available_memory()
+        && len as u64 > avail
+    {
+        return Err(refuse(format!(
+            "only {avail} bytes of memory are available"
+        )));
+    }
+    AlignedBuf::try_zeroed(len).ok_or_else(|| refuse("the allocator refused that much".into()))
+}
+
 impl QuillFile {
     /// Opens `path` by memory map: zero copy, O(header).
     pub fn open(path: impl AsRef<Path>) -> Result<QuillFile> {
@@ -132,7 +151,7 @@ impl QuillFile {
         let len = usize::try_from(len).map_err(|_| {
             Error::InvalidArgument(format!("{shown} is too large for this machine"))
         })?;
-        let mut buf = AlignedBuf::zeroed(len);
+        let mut buf = alloc_file(len, &shown)?;
         std::io::Read::read_exact(&mut file, buf.as_mut_slice())
             .map_err(|e| Error::io(&shown, e))?;
         Self::from_source(Source::Owned(buf)).map_err(|e| with_path(e, &shown))
@@ -145,7 +164,9 @@ impl QuillFile {
 
     /// Copies `bytes` into aligned memory quill owns.
     pub fn from_bytes(bytes: &[u8]) -> Result<QuillFile> {
-        Self::from_source(Source::Owned(AlignedBuf::copy_from(bytes)))
+        let mut buf = alloc_file(bytes.len(), "the model bytes")?;
+        buf.as_mut_slice().copy_from_slice(bytes);
+        Self::from_source(Source::Owned(buf))
     }
 
     /// Uses a caller's buffer in place (zero copy where its tensors are 64-byte aligned, which

@@ -185,6 +185,19 @@ pub(crate) struct LstmState {
 }
 
 impl LstmState {
+    /// The f32 elements [`LstmState::new`] allocates (its byte scratch aside).
+    pub fn floats(c: &Config, slots: usize, max_batch: usize, max_in: usize) -> usize {
+        let (h, e, layers) = (c.d_model, c.embed_dim(), c.decoder_layers);
+        let width = (e + h).max(2 * h);
+        let additive = matches!(c.attention, Some(LstmAttention::Additive));
+        2 * layers * slots * h
+            + slots * h
+            + (1 + additive as usize) * max_batch * max_in * h
+            + slots.max(max_in) * width
+            + slots * (2 * 4 * h + 5 * h)
+            + max_in * (1 + e.max(h) + 4 * h + h)
+    }
+
     pub fn new(c: &Config, slots: usize, max_batch: usize, max_in: usize) -> LstmState {
         let (h, e, layers) = (c.d_model, c.embed_dim(), c.decoder_layers);
         let width = (e + h).max(2 * h);

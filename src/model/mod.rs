@@ -12,8 +12,10 @@ mod weights;
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(feature = "train")]
 pub(crate) use session::rope_tables;
 pub use session::{Limits, Session};
+#[cfg(feature = "train")]
 pub(crate) use weights::sinusoids;
 
 use std::sync::atomic::{AtomicBool, Ordering};

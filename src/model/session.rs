@@ -26,6 +26,11 @@ pub struct Limits {
     pub max_new_tokens: usize,
     /// Hypotheses kept per sequence (beam search); 1 for greedy or sampling.
     pub beams: usize,
+    /// Bytes the session may use: its KV cache and scratch, and the decoding state its limits
+    /// imply (beam candidates, hypotheses). 0 means half of the machine's physical memory
+    /// ([`crate::sys::physical_memory`]). [`Session::new`] refuses limits that need more with
+    /// [`Error::OutOfMemory`], before allocating anything.
+    pub max_memory: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +40,7 @@ impl Default for Limits {
             max_input_len: 512,
             max_new_tokens: 256,
             beams: 1,
+            max_memory: 0,
         }
     }
 }
@@ -77,6 +83,8 @@ struct Buffers {
 pub struct Session {
     model: Model,
     limits: Limits,
+    /// What the limits were budgeted at, bytes.
+    memory: usize,
     slots: usize,
     /// Longest decoder sequence (decoder-only: prompt + new tokens; seq2seq: start + new tokens).
     dec_len: usize,
@@ -138,6 +146,7 @@ impl Session {
             max_input_len,
             max_new_tokens,
             beams,
+            max_memory,
         } = limits;
         for (name, v) in [
             ("max_batch", max_batch),
@@ -199,28 +208,62 @@ impl Session {
         } else {
             0
         };
-        let total_bytes = 4 * (2 * cache + 2 * cross_cache) as u128
-            + 4 * (rows as u128) * (3 * d + 2 * qd + 2 * kvd + 2 * c.ffn_dim) as u128;
-        if total_bytes > (1u128 << 40) {
-            return Err(Error::InvalidArgument(format!(
-                "these limits need {} GiB of memory",
-                total_bytes >> 30
+        let lstm_floats = if is_lstm {
+            LstmState::floats(c, slots, max_batch, max_input_len) as u128
+        } else {
+            0
+        };
+        // Decoding state (src/decode): per step, each input's beam candidates (24-byte tuples,
+        // the best 2·beams (more with several end-of-sequence ids) of each of its beams, or the
+        // vocabulary when smaller), and each hypothesis' ids and log-probabilities (running and
+        // finished).
+        let keep = beams * (1 + c.eos_ids.len()).max(2);
+        let cands = (slots as u128) * keep.min(c.vocab_size) as u128 * 24;
+        let hyps = (slots as u128) * 3 * (dec_len as u128) * 8;
+        let floats = 2 * (if is_lstm { 0 } else { cache } + cross_cache) as u128
+            + (rows as u128) * (3 * d + 2 * qd + 2 * kvd + 2 * c.ffn_dim) as u128
+            + (if cross { enc_rows * d } else { 0 }) as u128
+            + (slots * (d + c.vocab_size)) as u128
+            + (slots * max_input_len) as u128 // alignment, when asked for
+            + 2 * (dec_len * hd) as u128 // rotary tables
+            + 2 * (c.heads * 2 * (longest + 1)) as u128 // relative position tables
+            + lstm_floats;
+        // Activation quantization scratch: one byte per element of the widest input.
+        let act_bytes = (rows.max(slots) as u128) * d.max(qd).max(c.ffn_dim).max(4 * d) as u128;
+        let total_bytes = 4 * floats + act_bytes + cands + hyps;
+        let budget = match max_memory {
+            0 => crate::sys::physical_memory().map_or(u64::MAX as u128, |p| p as u128 / 2),
+            b => b as u128,
+        };
+        if total_bytes > budget {
+            return Err(Error::OutOfMemory(format!(
+                "these limits (batch {max_batch}, input {max_input_len}, new tokens \
+                 {max_new_tokens}, beams {beams}) need {} MiB, over the session's budget of {} \
+                 MiB (limits.max_memory; 0 = half the physical memory)",
+                total_bytes >> 20,
+                budget >> 20
             )));
         }
-        let zeros = |n: usize| vec![0f32; n];
+        let oom = || {
+            Error::OutOfMemory(format!(
+                "the allocator refused the session's {} MiB",
+                total_bytes >> 20
+            ))
+        };
+        let zeros = |n: usize| crate::tensor::bytes::try_zeros(n).ok_or_else(oom);
         let buf = Buffers {
-            x: zeros(rows * d),
-            a: zeros(rows * d),
-            q: zeros(rows * qd),
-            k: zeros(rows * kvd),
-            v: zeros(rows * kvd),
-            att: zeros(rows * qd),
-            h1: zeros(rows * c.ffn_dim),
-            h2: zeros(rows * c.ffn_dim),
-            enc: zeros(if cross { enc_rows * d } else { 0 }),
-            last: zeros(slots * d),
-            logits: zeros(slots * c.vocab_size),
-            scores: zeros(longest),
+            x: zeros(rows * d)?,
+            a: zeros(rows * d)?,
+            q: zeros(rows * qd)?,
+            k: zeros(rows * kvd)?,
+            v: zeros(rows * kvd)?,
+            att: zeros(rows * qd)?,
+            h1: zeros(rows * c.ffn_dim)?,
+            h2: zeros(rows * c.ffn_dim)?,
+            enc: zeros(if cross { enc_rows * d } else { 0 })?,
+            last: zeros(slots * d)?,
+            logits: zeros(slots * c.vocab_size)?,
+            scores: zeros(longest)?,
             acts: ActScratch::with_capacity(rows, d.max(qd).max(c.ffn_dim)),
         };
         let (rope_cos, rope_sin) = if c.positions == Positions::Rotary {
@@ -261,16 +304,17 @@ impl Session {
         Ok(Session {
             model: model.clone(),
             limits,
+            memory: total_bytes as usize,
             slots,
             dec_len,
             n: 0,
             src_len: vec![0; max_batch],
             input_of: vec![0; slots],
             dec_pos: vec![0; slots],
-            self_k: zeros(if is_lstm { 0 } else { cache }),
-            self_v: zeros(if is_lstm { 0 } else { cache }),
-            cross_k: zeros(cross_cache),
-            cross_v: zeros(cross_cache),
+            self_k: zeros(if is_lstm { 0 } else { cache })?,
+            self_v: zeros(if is_lstm { 0 } else { cache })?,
+            cross_k: zeros(cross_cache)?,
+            cross_v: zeros(cross_cache)?,
             buf,
             groups: Vec::with_capacity(slots),
             tokens: Vec::with_capacity(rows),
@@ -312,6 +356,12 @@ impl Session {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The bytes this session's limits were budgeted at: an upper bound of what it allocates,
+    /// its decoding state included (checked against `Limits::max_memory` at creation).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory
     }
 
     pub fn model(&self) -> &Model {

@@ -29,6 +29,21 @@ macro_rules! element {
 element!(f64 => F64, f32 => F32, f16 => F16, bf16 => BF16, i64 => I64, i32 => I32,
          i16 => I16, i8 => I8, u64 => U64, u32 => U32, u16 => U16, u8 => U8);
 
+/// `n` zeros, or `None` when the allocator refuses (where `vec![0.0; n]` would abort the
+/// process). Like `vec!`, it asks for zeroed memory, so untouched pages cost nothing.
+pub fn try_zeros(n: usize) -> Option<Vec<f32>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
+    // SAFETY: the layout has a non-zero size; a non-null result is a fresh allocation of `n`
+    // f32 with the global allocator's layout for them, all bits zero, which is 0.0.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<f32>();
+        (!p.is_null()).then(|| Vec::from_raw_parts(p, n, n))
+    }
+}
+
 /// Views `bytes` as a slice of `T`, or `None` when the length is not a multiple of `T`'s size or
 /// the address is not aligned for `T`. Byte order is the machine's: quill targets little-endian
 /// machines only, as safetensors does (checked at compile time below).
@@ -74,6 +89,14 @@ impl AlignedBuf {
             lines: vec![Line([0; ALIGN]); len.div_ceil(ALIGN)],
             len,
         }
+    }
+
+    /// `len` zero bytes, or `None` when the allocator refuses (instead of aborting).
+    pub fn try_zeroed(len: usize) -> Option<Self> {
+        let mut lines = Vec::new();
+        lines.try_reserve_exact(len.div_ceil(ALIGN)).ok()?;
+        lines.resize(len.div_ceil(ALIGN), Line([0; ALIGN]));
+        Some(AlignedBuf { lines, len })
     }
 
     /// A 64-byte aligned copy of `bytes`.
@@ -167,6 +190,23 @@ mod tests {
             let b = AlignedBuf::zeroed(n);
             assert_eq!(b.len(), n);
             assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+            let t = AlignedBuf::try_zeroed(n).unwrap();
+            assert_eq!(t.as_slice(), b.as_slice());
+            assert_eq!(t.as_slice().as_ptr() as usize % ALIGN, 0);
         }
+    }
+
+    #[test]
+    fn fallible_zeros_are_zeros_or_refused() {
+        for n in [0, 1, 17, 4096] {
+            let mut v = try_zeros(n).unwrap();
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x == 0.0));
+            v.push(1.0); // an ordinary Vec: it grows and frees with the global allocator
+            assert_eq!(v[n], 1.0);
+        }
+        // More than the address space: refused, not an abort.
+        assert!(try_zeros(usize::MAX / 2).is_none());
+        assert!(AlignedBuf::try_zeroed(usize::MAX / 2).is_none());
     }
 }

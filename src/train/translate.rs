@@ -46,6 +46,7 @@ pub fn translate(
         max_input_len: longest,
         max_new_tokens: options.max_new_tokens,
         beams,
+        ..Default::default()
     }
     .fit(model);
     let mut session = Session::new(model, limits)?;

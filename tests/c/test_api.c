@@ -18,7 +18,8 @@ _Static_assert(offsetof(quill_generate_params, struct_size) == 0, "struct_size f
 _Static_assert(offsetof(quill_model_info, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(quill_model_params, prefetch) == 16, "quill_model_params layout");
 _Static_assert(sizeof(quill_model_params) == 24, "quill_model_params layout");
-_Static_assert(sizeof(quill_session_params) == 24, "quill_session_params layout");
+_Static_assert(offsetof(quill_session_params, max_memory) == 24, "quill_session_params layout");
+_Static_assert(sizeof(quill_session_params) == 32, "quill_session_params layout");
 _Static_assert(offsetof(quill_generate_params, seed) == 48, "quill_generate_params layout");
 _Static_assert(sizeof(quill_generate_params) == 64, "quill_generate_params layout");
 _Static_assert(offsetof(quill_model_info, isa) == 40, "quill_model_info layout");
@@ -229,6 +230,16 @@ int main(int argc, char **argv) {
   small.struct_size = 8;
   quill_session *s2 = NULL;
   CHECK(quill_session_new(model, &small, &s2) == QUILL_ERR_INVALID_ARGUMENT, "wrong struct_size");
+  /* A caller built against the first header (no max_memory, struct_size 24) still works. */
+  small = sp;
+  small.struct_size = 24;
+  small.max_memory = 1; /* past the caller's struct: never read */
+  CHECK(quill_session_new(model, &small, &s2) == QUILL_OK, "first-ABI struct_size: %s", quill_last_error());
+  quill_session_free(s2);
+  s2 = NULL;
+  small = sp;
+  small.max_memory = 1 << 20; /* 1 MiB cannot hold this session */
+  CHECK(quill_session_new(model, &small, &s2) == QUILL_ERR_OUT_OF_MEMORY && s2 == NULL, "memory budget");
   small = sp;
   small.max_batch = 0;
   CHECK(quill_session_new(model, &small, &s2) == QUILL_ERR_INVALID_ARGUMENT && s2 == NULL, "zero batch");

@@ -40,7 +40,8 @@ class _ModelParams(ctypes.Structure):
 
 class _SessionParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("max_batch", ctypes.c_uint32), ("max_input_len", ctypes.c_uint32),
-                ("max_new_tokens", ctypes.c_uint32), ("beams", ctypes.c_uint32)]
+                ("max_new_tokens", ctypes.c_uint32), ("beams", ctypes.c_uint32),
+                ("max_memory", ctypes.c_uint64)]
 
 
 class _GenerateParams(ctypes.Structure):

@@ -79,6 +79,7 @@ pub fn run(
         max_input_len: input_len,
         max_new_tokens: new_tokens,
         beams: beams.max(1),
+        ..Default::default()
     };
     // Deterministic pseudo-random inputs, away from the special ids at the ends of the vocabulary.
     let mut state = 0x2545_F491_4F6C_DD1Du64;

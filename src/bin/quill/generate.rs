@@ -100,6 +100,7 @@ pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
         max_input_len: ids.len().max(1),
         max_new_tokens: o.max_new_tokens,
         beams: beams_of(&o),
+        ..Default::default()
     }
     .fit(m);
     o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
@@ -132,6 +133,7 @@ pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<
         max_input_len: inputs.iter().map(Vec::len).max().unwrap_or(1).max(1),
         max_new_tokens: o.max_new_tokens,
         beams: beams_of(&o),
+        ..Default::default()
     }
     .fit(m);
     o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
@@ -205,6 +207,7 @@ pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<(
         max_input_len: max_context,
         max_new_tokens: o.max_new_tokens,
         beams: 1,
+        ..Default::default()
     }
     .fit(m);
     o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);

@@ -72,6 +72,7 @@ fn session(m: &Model) -> Session {
             max_input_len: 32,
             max_new_tokens: 32,
             beams: 4,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -208,7 +209,23 @@ fn batched_beams_equal_single_runs() {
         let mut s = session(&m);
         let both = generate(&mut s, &[&a, &b], &o, None, None).unwrap();
         let one = generate(&mut s, &[&b], &o, None, None).unwrap();
-        assert_eq!(both.outputs[1], one.outputs[0], "{name}");
+        // Same hypotheses; scores equal up to rounding: the f32 products sum in another order
+        // when the batch has enough rows for the packed GEMM tiles (AVX2: 6 rows) than when it
+        // takes the streaming kernel.
+        let (x, y) = (&both.outputs[1], &one.outputs[0]);
+        assert_eq!(x.len(), y.len(), "{name}");
+        for (p, q) in x.iter().zip(y) {
+            assert_eq!(p.ids, q.ids, "{name}");
+            assert!(
+                (p.score - q.score).abs() <= 1e-5,
+                "{name}: {} vs {}",
+                p.score,
+                q.score
+            );
+            for (u, v) in p.logprobs.iter().zip(&q.logprobs) {
+                assert!((u - v).abs() <= 1e-5, "{name}: {u} vs {v}");
+            }
+        }
     }
 }
 
@@ -343,6 +360,7 @@ fn cancelling_from_another_thread_stops_within_a_step() {
             max_input_len: 8,
             max_new_tokens: 4000,
             beams: 1,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -462,6 +480,7 @@ fn chat_turns_reuse_the_cache_and_equal_recomputing() {
             max_input_len: 64,
             max_new_tokens: 64,
             beams: 1,
+            ..Default::default()
         };
         let mut s = Session::new(&m, limits).unwrap();
         let mut chat = quill::decode::Chat::new();

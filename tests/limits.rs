@@ -381,6 +381,11 @@ fn a_model_too_large_for_memory_fails_cleanly() {
     assert!(rss_bytes() < before + (16 << 20));
 }
 
+fn truncate(p: &Path) {
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.set_len(0).unwrap();
+}
+
 /// Copies the demo model, opens the copy, translates, damages the file, translates again.
 fn damage_while_open(in_memory: bool, damage: impl Fn(&Path)) -> (Vec<u32>, Vec<u32>) {
     let dir = tempfile::tempdir().unwrap();
@@ -404,14 +409,6 @@ fn damage_while_open(in_memory: bool, damage: impl Fn(&Path)) -> (Vec<u32>, Vec<
 #[test]
 fn in_memory_models_survive_their_file_changing() {
     let _serial = serial();
-    let truncate = |p: &Path| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(p)
-            .unwrap()
-            .set_len(0)
-            .unwrap()
-    };
     let (a, b) = damage_while_open(true, truncate);
     assert_eq!(a, b);
     let rewrite = |p: &Path| {
@@ -453,14 +450,6 @@ fn mapped_truncation_child() {
     if std::env::var_os("QUILL_TRUNCATION_CHILD").is_none() {
         return;
     }
-    let truncate = |p: &Path| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(p)
-            .unwrap()
-            .set_len(0)
-            .unwrap()
-    };
     damage_while_open(false, truncate);
     println!("survived");
 }

@@ -99,15 +99,18 @@ fn every_layout_round_trips_through_every_source() {
     let (bytes, w) = every_layout();
     check_every_layout(&open_bytes(&bytes).unwrap(), &w);
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.quill");
-    std::fs::write(&path, &bytes).unwrap();
-    let mapped = QuillFile::open(&path).unwrap();
-    assert_eq!(mapped.source_kind(), "mmap");
-    check_every_layout(&mapped, &w);
-    let read = QuillFile::read(&path).unwrap();
-    assert_eq!(read.source_kind(), "memory");
-    check_every_layout(&read, &w);
+    // Miri runs this test for the byte views; it cannot map files.
+    if !cfg!(miri) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.quill");
+        std::fs::write(&path, &bytes).unwrap();
+        let mapped = QuillFile::open(&path).unwrap();
+        assert_eq!(mapped.source_kind(), "mmap");
+        check_every_layout(&mapped, &w);
+        let read = QuillFile::read(&path).unwrap();
+        assert_eq!(read.source_kind(), "memory");
+        check_every_layout(&read, &w);
+    }
 
     let leaked: &'static AlignedBuf = Box::leak(Box::new(AlignedBuf::copy_from(&bytes)));
     check_every_layout(&QuillFile::from_static(leaked.as_slice()).unwrap(), &w);
@@ -116,6 +119,10 @@ fn every_layout_round_trips_through_every_source() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn writer_writes_files_atomically_and_readably() {
     let (bytes, w) = every_layout();
     let f = open_bytes(&bytes).unwrap();
@@ -221,6 +228,10 @@ fn upstream_safetensors_crate_reads_our_files() {
 /// Python `safetensors` is the other independent reader. Required in CI; skipped with a message
 /// on a machine without it.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn python_safetensors_reads_our_files() {
     let ok = std::process::Command::new("python3")
         .args(["-c", "import safetensors, numpy"])
@@ -280,6 +291,10 @@ fn as_f32(v: &serde_json::Value) -> Vec<f32> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn python_written_plain_file_loads_with_aligned_copies() {
     let f = QuillFile::open(fixture("py_plain.safetensors")).unwrap();
     let exp = expected_values();
@@ -315,6 +330,10 @@ fn python_written_plain_file_loads_with_aligned_copies() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn python_written_quill_file_loads() {
     let f = QuillFile::open(fixture("py_quill_q8.quill")).unwrap();
     let exp = expected_values();
@@ -358,6 +377,10 @@ fn bad_truncated_data() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn bad_shorter_than_length_prefix() {
     assert!(matches!(open_bytes(&[1, 2, 3]), Err(Error::Truncated(_))));
     assert!(matches!(open_bytes(&[]), Err(Error::Truncated(_))));
@@ -655,6 +678,10 @@ fn writer_refuses_bad_tensors() {
 // ---- the quantizer ----
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn quantizer_error_bounds_on_gaussian_weights() {
     let mut rng = Rng::new(42);
     let (rows, cols) = (256, 512);
@@ -696,6 +723,10 @@ fn quantizer_error_bounds_on_gaussian_weights() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn quantize_file_converts_matrices_and_keeps_the_rest() {
     let mut rng = Rng::new(3);
     let w = rng.gaussians(16 * 48);
@@ -737,6 +768,10 @@ fn quantize_file_converts_matrices_and_keeps_the_rest() {
 /// [`every_layout`]; it must load, with the same values, forever. Regenerate only for a new
 /// format version (and then keep the old file): `cargo test --test format -- --ignored write_v1`.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "files, mmap, subprocesses or heavy numerics: not under Miri"
+)]
 fn format_v1_fixture_still_loads() {
     let f = QuillFile::open(fixture("quill_v1.quill")).unwrap();
     let (_, w) = every_layout();

@@ -110,12 +110,9 @@ impl fmt::Debug for QuillFile {
 /// Memory for a whole model file, refused with `Error::OutOfMemory` when it is more than the
 /// system has available (reading it would push the process into swap or the OOM killer) or the
 /// allocator will not give it.
-fn alloc_file(len: usize, shown: &str) -> Result<AlignedBuf> {
-    let refuse = |why: String| {
-        Error::OutOfMemory(format!(
-            "{shown} is {len} bytes and {why}: open it memory-mapped instead (in_memory off)"
-        ))
-    };
+fn alloc_file(len: usize, shown: &str, hint: &str) -> Result<AlignedBuf> {
+    let refuse =
+        |why: String| Error::OutOfMemory(format!("{shown} is {len} bytes and {why}{hint}"));
     if let Some(avail) = crate::sys::available_memory()
         && len as u64 > avail
     {
@@ -151,7 +148,11 @@ impl QuillFile {
         let len = usize::try_from(len).map_err(|_| {
             Error::InvalidArgument(format!("{shown} is too large for this machine"))
         })?;
-        let mut buf = alloc_file(len, &shown)?;
+        let mut buf = alloc_file(
+            len,
+            &shown,
+            ": open it memory-mapped instead (in_memory off)",
+        )?;
         std::io::Read::read_exact(&mut file, buf.as_mut_slice())
             .map_err(|e| Error::io(&shown, e))?;
         Self::from_source(Source::Owned(buf)).map_err(|e| with_path(e, &shown))
@@ -164,7 +165,7 @@ impl QuillFile {
 
     /// Copies `bytes` into aligned memory quill owns.
     pub fn from_bytes(bytes: &[u8]) -> Result<QuillFile> {
-        let mut buf = alloc_file(bytes.len(), "the model bytes")?;
+        let mut buf = alloc_file(bytes.len(), "the model bytes", "")?;
         buf.as_mut_slice().copy_from_slice(bytes);
         Self::from_source(Source::Owned(buf))
     }

@@ -550,20 +550,19 @@ pub unsafe extern "C" fn quill_model_info_get(
 /// and 256 new tokens shortened to what the model's positions hold.
 #[unsafe(no_mangle)]
 pub extern "C" fn quill_session_default_params(params: *mut quill_session_params) -> quill_status {
-    guard(|| {
-        put(
-            params,
-            quill_session_params {
-                struct_size: std::mem::size_of::<quill_session_params>(),
-                max_batch: 1,
-                max_input_len: 0,
-                max_new_tokens: 0,
-                beams: 1,
-                max_memory: 0,
-            },
-            "params",
-        )
-    })
+    guard(|| put(params, default_session_params(), "params"))
+}
+
+/// What `quill_session_default_params` gives (and what NULL params mean).
+fn default_session_params() -> quill_session_params {
+    quill_session_params {
+        struct_size: std::mem::size_of::<quill_session_params>(),
+        max_batch: 1,
+        max_input_len: 0,
+        max_new_tokens: 0,
+        beams: 1,
+        max_memory: 0,
+    }
 }
 
 /// Creates a session for `model` sized by `params` (NULL: defaults). Free with
@@ -579,14 +578,7 @@ pub unsafe extern "C" fn quill_session_new(
 ) -> quill_status {
     guard(|| {
         let m = &unsafe { model.as_ref() }.ok_or_else(|| arg("model"))?.model;
-        let mut p = quill_session_params {
-            struct_size: 0,
-            max_batch: 1,
-            max_input_len: 0,
-            max_new_tokens: 0,
-            beams: 1,
-            max_memory: 0,
-        };
+        let mut p = default_session_params();
         if !params.is_null() {
             // SAFETY: caller contract; only the caller's `struct_size` bytes are read.
             unsafe { versioned_params(params, SESSION_PARAMS_V1, &mut p, "params") }?;

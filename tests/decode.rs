@@ -25,13 +25,9 @@ fn json(name: &str, file: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture(name).join(file)).unwrap()).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+mod common;
+
+use common::json_ids as ids;
 
 fn model(name: &str, dir: &Path) -> Model {
     let out = dir.join(format!("{name}.quill"));

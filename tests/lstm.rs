@@ -24,13 +24,7 @@ fn golden(name: &str) -> Value {
         .unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use common::json_ids as ids;
 
 fn convert(name: &str, dir: &Path, quantize: Option<Target>) -> Model {
     let out = dir.join(format!("{name}-{quantize:?}.quill"));

@@ -21,13 +21,9 @@ fn json(path: PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+mod common;
+
+use common::json_ids as ids;
 
 fn hf(name: &str) -> (Tokenizer, Vec<Value>) {
     let t = Tokenizer::from_json(

@@ -117,3 +117,12 @@ pub fn train_until_exact(
     }
     exact
 }
+
+/// A JSON array of token ids (a golden's `input_ids`, `output_ids`, ...).
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}

@@ -47,13 +47,6 @@ fn scalar_is_always_available_and_forcing_is_honoured() {
     } else {
         assert_eq!(kernels().isa, Isa::best());
     }
-    if std::env::var("CI").is_ok() && cfg!(target_arch = "x86_64") {
-        // CI machines for this project have AVX-512 VNNI: every level must be exercised.
-        assert!(
-            Isa::available().contains(&Isa::Avx512),
-            "CI expects an AVX-512 VNNI machine"
-        );
-    }
     eprintln!("available: {:?}", Isa::available());
 }
 

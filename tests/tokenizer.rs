@@ -165,6 +165,25 @@ fn malformed_precompiled_charsmaps_are_errors_not_panics() {
 }
 
 #[test]
+fn charsmaps_whose_trie_leaves_the_array_are_errors_not_panics() {
+    // Found by the `sentencepiece` fuzz target: these parse, then `tokenizers` indexed outside
+    // the charsmap's trie while normalizing text.
+    for name in ["fuzz-trie-oob-1", "fuzz-trie-oob-2"] {
+        let bytes = std::fs::read(dir("sentencepiece").join(format!("{name}.model"))).unwrap();
+        let loaded = SpModel::parse(&bytes)
+            .unwrap()
+            .to_tokenizer_json(true, true)
+            .and_then(|json| Tokenizer::from_json(&json));
+        match loaded {
+            Err(quill::Error::BadMetadata { reason, .. }) => {
+                assert!(reason.contains("Precompiled"), "{name}: {reason}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn bad_ids_and_bytes_are_errors() {
     let (t, _) = hf("t5_unigram");
     assert!(t.decode(&[5, 4000], true).is_err());

@@ -33,8 +33,9 @@ fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{what}: {e}"))
 }
 
-/// Parses every `Precompiled` normalizer's charsmap of a `tokenizer.json`: `tokenizers` panics
-/// on a malformed one where it should return an error.
+/// Checks every `Precompiled` normalizer's charsmap of a `tokenizer.json`: `tokenizers` panics
+/// on a malformed one (while loading it, or later while normalizing text) where it should
+/// return an error.
 fn check_precompiled(json: &str) -> Result<()> {
     fn walk(v: &serde_json::Value) -> std::result::Result<(), String> {
         match v {
@@ -43,6 +44,13 @@ fn check_precompiled(json: &str) -> Result<()> {
                     // Its Deserialize borrows the charsmap string: parse from text.
                     let text = serde_json::to_string(v).map_err(|e| e.to_string())?;
                     serde_json::from_str::<spm_precompiled::Precompiled>(&text)
+                        .map_err(|e| format!("a Precompiled normalizer is malformed: {e}"))?;
+                    let map = o
+                        .get("precompiled_charsmap")
+                        .and_then(|m| m.as_str())
+                        .and_then(|m| base64::decode(m).ok())
+                        .ok_or("a Precompiled normalizer has no charsmap")?;
+                    check_charsmap(&map)
                         .map_err(|e| format!("a Precompiled normalizer is malformed: {e}"))?;
                 }
                 o.values().try_for_each(walk)
@@ -58,6 +66,53 @@ fn check_precompiled(json: &str) -> Result<()> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| bad(format!("not a valid tokenizer.json: {e}")))?;
     walk(&v).map_err(bad)
+}
+
+/// Walks a SentencePiece charsmap (`u32` trie size in bytes, the double-array trie, then the
+/// NUL-separated replacement strings) the way `spm_precompiled` reads it while normalizing:
+/// from the root, every byte 1..=255 is tried at every reachable state (input text may hold any
+/// of them), so each state's 256-unit block must lie inside the array, and each leaf's value
+/// must point inside the strings at a character boundary (it is used to slice them).
+fn check_charsmap(map: &[u8]) -> std::result::Result<(), String> {
+    let bytes = map.get(..4).ok_or("shorter than its header")?;
+    let n = u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize / 4;
+    let trie = map.get(4..4 + 4 * n).ok_or("shorter than its trie")?;
+    let units: Vec<usize> = trie
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .collect();
+    let strings = std::str::from_utf8(&map[4 + 4 * n..]).map_err(|_| "strings not UTF-8")?;
+    // The unit layout of darts-clone, as spm_precompiled decodes it.
+    let offset = |u: usize| (u >> 10) << ((u & (1 << 9)) >> 6);
+    let label = |u: usize| u & ((1 << 31) | 0xFF);
+    let has_leaf = |u: usize| (u >> 8) & 1 == 1;
+    let value = |u: usize| u & ((1 << 31) - 1);
+    let root = *units.first().ok_or("empty trie")?;
+    let mut seen = vec![false; n];
+    let mut todo = vec![offset(root)];
+    while let Some(p) = todo.pop() {
+        if (p | 0xFF) >= n {
+            return Err(format!("trie state {p} outside the array of {n} units"));
+        }
+        if std::mem::replace(&mut seen[p], true) {
+            continue;
+        }
+        for c in 1..=0xFFusize {
+            let unit = units[p ^ c];
+            if label(unit) != c {
+                continue;
+            }
+            let next = (p ^ c) ^ offset(unit);
+            if has_leaf(unit) {
+                let v = value(*units.get(next).ok_or("a leaf outside the array")?);
+                if !strings.is_char_boundary(v) {
+                    return Err(format!("a replacement at byte {v}, not a character start"));
+                }
+            }
+            todo.push(next);
+        }
+    }
+    Ok(())
 }
 
 impl Tokenizer {

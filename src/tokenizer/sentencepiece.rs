@@ -193,7 +193,7 @@ impl SpModel {
             // `Precompiled` works grapheme by grapheme and would miss that. Composing first (NFC,
             // which the map's NFKC subsumes) gives the same result.
             normalizers.push(json!({"type": "NFC"}));
-            normalizers.push(json!({"type": "Precompiled", "precompiled_charsmap": base64(&self.precompiled_charsmap)}));
+            normalizers.push(json!({"type": "Precompiled", "precompiled_charsmap": base64::encode(&self.precompiled_charsmap)}));
         }
         if self.remove_extra_whitespaces {
             // Only spaces: SentencePiece keeps other whitespace (U+0085, tabs after mapping...).
@@ -400,41 +400,4 @@ fn parse_piece(b: &[u8]) -> Result<Piece> {
         }
     }
     Ok(p)
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= c.len() {
-                out.push(T[(n >> shift & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
 }

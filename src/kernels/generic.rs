@@ -347,6 +347,7 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 }
 
 #[inline(always)]
+#[allow(dead_code)] // every x86 level has a hand-written int8 kernel
 pub fn gemm_q8(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out) {
     let k = x.k;
     for i in 0..y.rows() {

@@ -199,12 +199,14 @@ class Session:
         """Stops the running generation (any thread)."""
         _check(_c.quill_session_cancel(self._h))
 
-    def _params(self, max_new_tokens=None, beams=1, n_best=1, length_penalty=1.0, sample=False, temperature=1.0,
+    def _params(self, max_new_tokens=None, min_new_tokens=None, beams=1, n_best=1, length_penalty=1.0, sample=False, temperature=1.0,
                 top_k=0, top_p=1.0, min_p=0.0, seed=0, repetition_penalty=None, no_repeat_ngram_size=None):
         p = _GenerateParams()
         _check(_c.quill_generate_default_params(self.model._h, ctypes.byref(p)))
         if max_new_tokens is not None:
             p.max_new_tokens = max_new_tokens
+        if min_new_tokens is not None:
+            p.min_new_tokens = min_new_tokens
         p.beams, p.n_best, p.length_penalty = beams, n_best, length_penalty
         p.sample, p.temperature, p.top_k, p.top_p, p.min_p, p.seed = int(sample), temperature, top_k, top_p, min_p, seed
         if repetition_penalty is not None:

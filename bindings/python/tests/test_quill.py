@@ -39,6 +39,9 @@ def test_greedy_beam_sample_batch(model):
     assert [h.ids for h in beam] == [ids("beam0"), ids("beam1")]
     assert beam[0].score >= beam[1].score
     assert s.generate([src], max_new_tokens=24, sample=True, seed=7, top_k=50)[0][0].ids == ids("sample")
+    # min_new_tokens holds end-of-sequence back: exactly that many tokens
+    out = s.generate([src, src[:2]], max_new_tokens=30, min_new_tokens=30)
+    assert len(ids("greedy")) < 30 and [len(b[0].ids) for b in out] == [30, 30]
     batch = s.generate([src, src[:-3]], max_new_tokens=24)
     assert [b[0].ids for b in batch] == [ids("batch0"), ids("batch1")]
 

@@ -125,6 +125,7 @@ unsafe fn q8_tile<const R: usize, const C: usize>(
     j0: usize,
     band: usize,
 ) {
+    const { assert!(C <= 4, "hsum4_epi32 reduces at most 4 accumulators") };
     let k = x.k;
     let k16 = k / 16 * 16;
     let xp: [*const i16; R] = std::array::from_fn(|r| x16[(i0 + r) * k16..].as_ptr());
@@ -155,30 +156,38 @@ unsafe fn q8_tile<const R: usize, const C: usize>(
             c += 16;
         }
         for (r, acc) in acc.iter().enumerate() {
-            let xr = &x.q[(i0 + r) * k..(i0 + r + 1) * k];
+            let sums = hsum4_epi32(acc);
             let xs = x.scales[i0 + r];
             let out = y.row(i0 + r);
             for (t, &cl) in col.iter().enumerate() {
-                let wr = &w[cl * k..(cl + 1) * k];
-                let tail: i32 = xr[k16..]
-                    .iter()
-                    .zip(&wr[k16..])
-                    .map(|(&a, &b)| a as i32 * b as i32)
-                    .sum();
-                let d = hsum_epi32(acc[t]).wrapping_add(tail);
+                let mut d = sums[t];
+                if k16 < k {
+                    let xr = &x.q[(i0 + r) * k + k16..(i0 + r + 1) * k];
+                    let wr = &w[cl * k + k16..(cl + 1) * k];
+                    let tail: i32 = xr.iter().zip(wr).map(|(&a, &b)| a as i32 * b as i32).sum();
+                    d = d.wrapping_add(tail);
+                }
                 out[cl] = d as f32 * (xs * ws[cl]);
             }
         }
     }
 }
 
+/// The horizontal sums of up to 4 vectors at once (3 `vphaddd` and one add of the halves,
+/// instead of a shuffle tree per vector); entries past `v.len()` are 0.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
+fn hsum4_epi32<const C: usize>(v: &[__m256i; C]) -> [i32; 4] {
+    let z = _mm256_setzero_si256();
+    let g = |i: usize| if i < C { v[i] } else { z };
+    let ab = _mm256_hadd_epi32(g(0), g(1));
+    let cd = _mm256_hadd_epi32(g(2), g(3));
+    let s = _mm256_hadd_epi32(ab, cd);
+    let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+    let mut out = [0i32; 4];
+    // SAFETY: 16 bytes into a [i32; 4].
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), s) };
+    out
 }
 
 // ---------------------------------------------------------------- int4 × int8

@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 REF = os.environ.get("REF_DIR", os.path.expanduser("~/quill-ref"))
 PY = sys.executable
 N_SRC, N_NEW = 32, 128
-MARIAN_V, LLAMA_V = 32000, 49152
+MARIAN_V, LLAMA_V, TINY_V = 32000, 49152, 32000
 
 
 def ids(vocab, n, seed, first=None, eos=None):
@@ -330,8 +330,6 @@ def main():
         save()
     print("\nwrote", a.out)
 
-
-TINY_V = 32000
 
 if __name__ == "__main__":
     main()

@@ -386,6 +386,37 @@ fn softmax_matches_scalar_with_masks() {
 }
 
 #[test]
+fn log_sum_exp_matches_scalar_with_masks() {
+    let mut rng = Rng::new(23);
+    for kern in simd_tables() {
+        for &n in &[1usize, 2, 17, 64, 1000, 49_152] {
+            let mut x: Vec<f32> = rng.gaussians(n).iter().map(|v| v * 10.0 - 3.0).collect();
+            if n > 2 {
+                x[1] = f32::NEG_INFINITY;
+                x[n - 1] = f32::NEG_INFINITY;
+            }
+            let (a, b) = ((reference().log_sum_exp)(&x), (kern.log_sum_exp)(&x));
+            // Absolute error of ln Σ: the relative error of the sum (f32 lanes, polynomial exp).
+            assert!(
+                (a - b).abs() <= 2e-6 * a.abs().max(1.0),
+                "{:?} log_sum_exp n={n}: {a} vs {b}",
+                kern.isa
+            );
+        }
+        assert_eq!(
+            (kern.log_sum_exp)(&[f32::NEG_INFINITY; 5]),
+            f32::NEG_INFINITY
+        );
+        assert_eq!((kern.log_sum_exp)(&[]), f32::NEG_INFINITY);
+        // One finite value among masked ones: exactly that value.
+        assert_eq!(
+            (kern.log_sum_exp)(&[f32::NEG_INFINITY, 2.5, f32::NEG_INFINITY]),
+            2.5
+        );
+    }
+}
+
+#[test]
 fn norms_and_vector_ops_match_scalar() {
     let mut rng = Rng::new(18);
     for kern in simd_tables() {
@@ -434,6 +465,13 @@ fn norms_and_vector_ops_match_scalar() {
         }
         // argmax ties resolve to the first index.
         assert_eq!((kern.argmax)(&[1.0, 3.0, 3.0, -1.0]), 1);
+        // NaN is never chosen (unless all are NaN: index 0), also past a SIMD block.
+        let mut long = vec![f32::NAN; 40];
+        assert_eq!((kern.argmax)(&long), 0);
+        long[37] = -5.0;
+        long[38] = -5.0;
+        assert_eq!((kern.argmax)(&long), 37);
+        assert_eq!((kern.argmax)(&[f32::NEG_INFINITY; 3]), 0);
     }
 }
 

@@ -165,7 +165,7 @@ pub(crate) fn run(
         session.step_slots(&slots, &vec![start; n])?;
     }
     let mut stopped = false;
-    let mut row_scores = vec![0f32; vocab];
+    let kern = crate::kernels::kernels();
     let mut scratch: Vec<(u32, f32)> = Vec::new();
     let mut history: Vec<u32> = Vec::new();
     for t in 0..ctx.max_new {
@@ -181,15 +181,16 @@ pub(crate) fn run(
             for (r, &(i, b)) in rows.iter().enumerate() {
                 let st = &states[i];
                 let beam = &st.running[b];
-                row_scores.copy_from_slice(&logits[r * vocab..(r + 1) * vocab]);
+                // Processed in place: the session computes fresh logits every step.
+                let row_scores = &mut logits[r * vocab..(r + 1) * vocab];
                 history.clear();
                 history.extend_from_slice(&st.history0);
                 history.extend_from_slice(&beam.ids);
                 let forced = o.prefix.get(t).copied();
                 match &o.strategy {
                     Strategy::Beam(_) => {
-                        log_softmax(&mut row_scores);
-                        process(o, ctx.eos, ctx.max_new, &history, t, &mut row_scores);
+                        log_softmax(row_scores);
+                        process(o, ctx.eos, ctx.max_new, &history, t, row_scores);
                         if let Some(f) = forced {
                             let lp = row_scores[f as usize];
                             cands[i].push((beam.sum + lp, b, f, lp));
@@ -198,25 +199,22 @@ pub(crate) fn run(
                         // The best 2k of this beam are enough for the best 2k of the input.
                         let keep = k * (1 + ctx.eos.len()).max(2);
                         let mut top = Vec::with_capacity(keep);
-                        crate::kernels::top_k(&row_scores, keep, &mut top);
+                        crate::kernels::top_k(row_scores, keep, &mut top);
                         cands[i].extend(
                             top.iter()
                                 .map(|&(tok, lp)| (beam.sum + lp, b, tok as u32, lp)),
                         );
                     }
                     Strategy::Greedy | Strategy::Sample(_) => {
-                        process(o, ctx.eos, ctx.max_new, &history, t, &mut row_scores);
+                        process(o, ctx.eos, ctx.max_new, &history, t, row_scores);
                         let (tok, lp) = if let Some(f) = forced {
-                            let mut l = row_scores.clone();
-                            log_softmax(&mut l);
-                            (f, l[f as usize])
+                            (f, log_prob(kern, row_scores, f as usize))
                         } else if let (Strategy::Sample(s), Some(rng)) = (&o.strategy, rng.as_mut())
                         {
-                            sample(s, &mut row_scores, rng, &mut scratch)
+                            sample(s, row_scores, rng, &mut scratch)
                         } else {
-                            let tok = crate::kernels::scalar::argmax(&row_scores) as u32;
-                            log_softmax(&mut row_scores);
-                            (tok, row_scores[tok as usize])
+                            let tok = (kern.argmax)(row_scores);
+                            (tok as u32, log_prob(kern, row_scores, tok))
                         };
                         cands[i].push((beam.sum + lp, b, tok, lp));
                     }
@@ -391,6 +389,16 @@ pub(crate) fn run(
         .collect();
     session.record_alignment(false);
     Ok(Generation { outputs, stopped })
+}
+
+/// `log_softmax(row)[tok]` without rewriting the row (−∞ when every score is −∞).
+fn log_prob(kern: &crate::kernels::Kernels, row: &[f32], tok: usize) -> f32 {
+    let lse = (kern.log_sum_exp)(row);
+    if lse == f32::NEG_INFINITY {
+        f32::NEG_INFINITY
+    } else {
+        row[tok] - lse
+    }
 }
 
 fn insert_finished(finished: &mut Vec<(f32, Beam)>, k: usize, score: f32, h: Beam) {

@@ -64,12 +64,10 @@ pub(crate) fn process(
 
 /// `log_softmax` in place, stable; an all −∞ row stays −∞.
 pub(crate) fn log_softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    if max == f32::NEG_INFINITY {
+    let lse = (crate::kernels::kernels().log_sum_exp)(x);
+    if lse == f32::NEG_INFINITY {
         return;
     }
-    let sum: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    let lse = max + sum.ln() as f32;
     for v in x {
         *v -= lse;
     }

@@ -133,14 +133,20 @@ pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // n = round-half-even(xc · log2 e) by adding 1.5 · 2^23, which leaves n in the low mantissa
+    // bits: the same value as `round_ties_even`, and an integer without `as i32`, whose
+    // saturating semantics (NaN → 0) the compiler cannot vectorize.
+    const ROUNDER: f32 = 12_582_912.0;
     let xc = x.clamp(-87.3, 88.7);
-    let n = (xc * LOG2E).round_ties_even();
+    let t = xc * LOG2E + ROUNDER;
+    let n = t - ROUNDER;
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let pow2 = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let pow2 = f32::from_bits((ni.wrapping_add(127) << 23) as u32);
     if x < -87.3 { 0.0 } else { p * pow2 }
 }
 
@@ -240,7 +246,44 @@ pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
 
 #[inline(always)]
 pub fn argmax(x: &[f32]) -> usize {
-    super::scalar::argmax(x)
+    // Same result as `scalar::argmax`: the largest non-NaN value found lane-wise (`f32::max`
+    // ignores NaN), then its first index; an all-NaN row gives 0, as there.
+    let max = max_of(x);
+    x.iter().position(|&v| v == max).unwrap_or(0)
+}
+
+/// The largest non-NaN value (−∞ for an empty or all-NaN row).
+#[inline(always)]
+fn max_of(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut c = x.chunks_exact(LANES);
+    for v in &mut c {
+        for l in 0..LANES {
+            m[l] = m[l].max(v[l]);
+        }
+    }
+    c.remainder().iter().fold(
+        m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+        |a, &v| a.max(v),
+    )
+}
+
+/// `scalar::log_sum_exp` with the polynomial `exp` and f32 lane sums (relative error ~1e-6).
+#[inline(always)]
+pub fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = max_of(x);
+    if max.is_infinite() {
+        return max;
+    }
+    let mut acc = [0f32; LANES];
+    let mut c = x.chunks_exact(LANES);
+    for v in &mut c {
+        for l in 0..LANES {
+            acc[l] += exp(v[l] - max);
+        }
+    }
+    let tail: f32 = c.remainder().iter().map(|&v| exp(v - max)).sum();
+    max + (hsum(&acc) + tail).ln()
 }
 
 /// Same arithmetic as `scalar::quantize_rows`, so the results are bit-identical.
@@ -435,6 +478,7 @@ macro_rules! instantiate_all {
             lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]);
             rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
             argmax(x: &[f32]) -> usize;
+            log_sum_exp(x: &[f32]) -> f32;
         }
     };
 }

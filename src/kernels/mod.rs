@@ -176,6 +176,8 @@ pub struct Kernels {
     pub lstm_cell: fn(gates: &[f32], c: &mut [f32], h: &mut [f32]),
     pub rope: fn(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool),
     pub argmax: fn(&[f32]) -> usize,
+    /// `ln Σ exp(x)` (the log-softmax normalizer; −∞ for an all −∞ row).
+    pub log_sum_exp: fn(&[f32]) -> f32,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -201,6 +203,7 @@ static SCALAR: Kernels = Kernels {
     lstm_cell: scalar::lstm_cell,
     rope: scalar::rope,
     argmax: scalar::argmax,
+    log_sum_exp: scalar::log_sum_exp,
 };
 
 impl Kernels {
@@ -313,18 +316,30 @@ pub fn top_k(x: &[f32], k: usize, out: &mut Vec<(usize, f32)>) {
     // Keep the best k seen so far sorted (largest first); insertion is cheap for the small k of
     // sampling and beam search, and the common case (value below the k-th) is one compare.
     let better = |a: (usize, f32), b: (usize, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
-    for (i, &v) in x.iter().enumerate() {
-        if v.is_nan() {
-            continue;
-        }
+    // Blocks of 16 whose largest value does not beat the k-th best are skipped whole: a later
+    // index never wins a tie, so "not greater" is enough (NaN never counts).
+    const BLOCK: usize = 16;
+    for (bi, block) in x.chunks(BLOCK).enumerate() {
         if out.len() == k {
-            if !better((i, v), out[k - 1]) {
+            let top = block.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+            if top <= out[k - 1].1 {
                 continue;
             }
-            out.pop();
         }
-        let pos = out.partition_point(|&e| better(e, (i, v)));
-        out.insert(pos, (i, v));
+        for (j, &v) in block.iter().enumerate() {
+            let i = bi * BLOCK + j;
+            if v.is_nan() {
+                continue;
+            }
+            if out.len() == k {
+                if !better((i, v), out[k - 1]) {
+                    continue;
+                }
+                out.pop();
+            }
+            let pos = out.partition_point(|&e| better(e, (i, v)));
+            out.insert(pos, (i, v));
+        }
     }
 }
 

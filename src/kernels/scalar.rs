@@ -249,6 +249,17 @@ pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
     }
 }
 
+/// `ln Σ exp(x)`, stable (the maximum is taken out first, the sum is in f64); −∞ for an empty or
+/// entirely −∞ row. The normalizer of a log-softmax: `log_softmax(x)_i = x_i − log_sum_exp(x)`.
+pub fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    if max.is_infinite() {
+        return max;
+    }
+    let sum: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    max + sum.ln() as f32
+}
+
 /// Index of the largest value (the first one on ties; NaN is never chosen unless all are NaN).
 pub fn argmax(x: &[f32]) -> usize {
     let mut best = 0;

@@ -44,6 +44,7 @@ macro_rules! table {
             lstm_cell: portable::lstm_cell,
             rope: portable::rope,
             argmax: portable::argmax,
+            log_sum_exp: portable::log_sum_exp,
         }
     };
 }

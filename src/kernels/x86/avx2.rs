@@ -30,6 +30,7 @@ generic::instantiate! { "avx2,fma,f16c":
     lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]);
     rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
     argmax(x: &[f32]) -> usize;
+    log_sum_exp(x: &[f32]) -> f32;
 }
 
 // ---------------------------------------------------------------- int8 × int8

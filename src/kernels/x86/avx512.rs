@@ -36,6 +36,7 @@ generic::instantiate! { "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c":
     lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]);
     rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
     argmax(x: &[f32]) -> usize;
+    log_sum_exp(x: &[f32]) -> f32;
 }
 
 /// Mask of the first `n` (≤ 64) bytes.
@@ -263,19 +264,8 @@ unsafe fn q8_gemm(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out) {
         let mut j0 = 0;
         while j0 < n {
             let cols = (n - j0).min(NR);
-            for t in 0..k4 {
-                for c in 0..NR {
-                    for b in 0..4 {
-                        let kk = 4 * t + b;
-                        let v = if c < cols && kk < k {
-                            w[(j0 + c) * k + kk]
-                        } else {
-                            0
-                        };
-                        panel[(t * NR + c) * 4 + b] = (v as u8) ^ 0x80;
-                    }
-                }
-            }
+            // SAFETY: same features; `panel` holds k4 · NR · 4 bytes.
+            unsafe { pack_q8_panel(w, k, j0, cols, &mut panel[..k4 * NR * 4]) };
             // Padding weights are 0 + 128, but their activations are 0.
             let mut i0 = 0;
             while i0 < m {
@@ -283,8 +273,21 @@ unsafe fn q8_gemm(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out) {
                 // SAFETY: reads `rows` padded activation rows and the packed panel; writes rows
                 // i0..i0+rows, columns j0..j0+cols of y.
                 unsafe {
-                    q8_tile(
-                        rows,
+                    let tile = match rows {
+                        12 => q8_tile::<12>,
+                        11 => q8_tile::<11>,
+                        10 => q8_tile::<10>,
+                        9 => q8_tile::<9>,
+                        8 => q8_tile::<8>,
+                        7 => q8_tile::<7>,
+                        6 => q8_tile::<6>,
+                        5 => q8_tile::<5>,
+                        4 => q8_tile::<4>,
+                        3 => q8_tile::<3>,
+                        2 => q8_tile::<2>,
+                        _ => q8_tile::<1>,
+                    };
+                    tile(
                         xpad[i0 * kp..].as_ptr(),
                         kp,
                         panel.as_ptr(),
@@ -305,10 +308,93 @@ unsafe fn q8_gemm(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out) {
     });
 }
 
+/// Packs weight rows `j0..j0 + cols` (≤ NR) into the VNNI panel of [`q8_gemm`]: as 32-bit
+/// words (4 consecutive `k` of one row), word `t · NR + c` = word `t` of row `j0 + c`, each byte
+/// `⊕ 0x80`; missing rows and the columns past `k` are packed as 0 (`0x80`). Whole 16-row × 64-byte
+/// blocks are transposed in registers (16 × 16 words); the edges byte by byte.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pack_q8_panel(w: &[i8], k: usize, j0: usize, cols: usize, panel: &mut [u8]) {
+    let k4 = k.div_ceil(4);
+    assert!(panel.len() >= k4 * NR * 4 && w.len() >= (j0 + cols) * k);
+    let flip = _mm512_set1_epi8(-128);
+    let whole_t = k / 64 * 16; // words covered by whole 64-byte blocks
+    let whole_halves = cols / 16;
+    for h in 0..whole_halves {
+        for t0 in (0..whole_t).step_by(16) {
+            // SAFETY: 64 bytes at word t0 of each of the 16 rows lie inside w (t0 + 16 ≤ k / 4);
+            // the 16 stores of 64 bytes land at words (t0 + t) · NR + 16 h < k4 · NR.
+            unsafe {
+                let rows: [__m512i; 16] = std::array::from_fn(|i| {
+                    let p = w.as_ptr().add((j0 + 16 * h + i) * k + 4 * t0);
+                    // The same bytes of the next panel, into L2 while this one is multiplied
+                    // (rows at stride k are too many streams for the hardware prefetchers).
+                    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(NR * k).cast());
+                    _mm512_loadu_si512(p.cast())
+                });
+                let dst = panel.as_mut_ptr().add((t0 * NR + 16 * h) * 4);
+                transpose16x16_u32(rows, |t, v| {
+                    _mm512_storeu_si512(dst.add(t * NR * 4).cast(), _mm512_xor_si512(v, flip))
+                });
+            }
+        }
+    }
+    // The rest byte by byte: words past the whole blocks for the transposed rows, and every
+    // word of the other rows (partial half, missing rows).
+    for c in 0..NR {
+        let t_start = if c < whole_halves * 16 { whole_t } else { 0 };
+        for t in t_start..k4 {
+            for b in 0..4 {
+                let kk = 4 * t + b;
+                let v = if c < cols && kk < k {
+                    w[(j0 + c) * k + kk]
+                } else {
+                    0
+                };
+                panel[(t * NR + c) * 4 + b] = (v as u8) ^ 0x80;
+            }
+        }
+    }
+}
+
+/// Transposes a 16 × 16 matrix of 32-bit words held one row per register and hands column `t`
+/// to `put(t, column)`: two rounds of unpacks transpose the 4 × 4 blocks inside each 128-bit
+/// lane, two rounds of lane shuffles transpose the 4 × 4 matrix of lanes. (No array of results:
+/// the compiler would zero one on the stack before filling it.)
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16x16_u32(r: [__m512i; 16], mut put: impl FnMut(usize, __m512i)) {
+    // e[g][q]: lane L holds words 4L + q of rows 4g..4g + 3.
+    let e: [[__m512i; 4]; 4] = std::array::from_fn(|g| {
+        let a = _mm512_unpacklo_epi32(r[4 * g], r[4 * g + 1]);
+        let b = _mm512_unpackhi_epi32(r[4 * g], r[4 * g + 1]);
+        let c = _mm512_unpacklo_epi32(r[4 * g + 2], r[4 * g + 3]);
+        let d = _mm512_unpackhi_epi32(r[4 * g + 2], r[4 * g + 3]);
+        [
+            _mm512_unpacklo_epi64(a, c),
+            _mm512_unpackhi_epi64(a, c),
+            _mm512_unpacklo_epi64(b, d),
+            _mm512_unpackhi_epi64(b, d),
+        ]
+    });
+    #[allow(clippy::needless_range_loop)] // q indexes the inner arrays of four rows at once
+    for q in 0..4 {
+        let u0 = _mm512_shuffle_i32x4::<0x44>(e[0][q], e[1][q]);
+        let u1 = _mm512_shuffle_i32x4::<0xEE>(e[0][q], e[1][q]);
+        let u2 = _mm512_shuffle_i32x4::<0x44>(e[2][q], e[3][q]);
+        let u3 = _mm512_shuffle_i32x4::<0xEE>(e[2][q], e[3][q]);
+        // Column 4L + q gathers lane L of e[0..4][q].
+        put(q, _mm512_shuffle_i32x4::<0x88>(u0, u2));
+        put(4 + q, _mm512_shuffle_i32x4::<0xDD>(u0, u2));
+        put(8 + q, _mm512_shuffle_i32x4::<0x88>(u1, u3));
+        put(12 + q, _mm512_shuffle_i32x4::<0xDD>(u1, u3));
+    }
+}
+
+/// One register tile: `R` (≤ MR) activation rows × the NR columns of the packed panel, 2·R zmm
+/// accumulators (a const `R`, so that they stay in registers).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_tile(
-    rows: usize,
+unsafe fn q8_tile<const R: usize>(
     xp: *const i8,
     ldx: usize,
     panel: *const u8,
@@ -321,38 +407,18 @@ unsafe fn q8_tile(
     j0: usize,
     cols: usize,
 ) {
-    let mut c = [[_mm512_setzero_si512(); 2]; MR];
-    macro_rules! body {
-        ($r:expr) => {{
-            for t in 0..k4 {
-                // SAFETY: the panel holds k4 × 128 bytes; each activation row ≥ 4·k4 bytes.
-                unsafe {
-                    let b0 = _mm512_loadu_si512(panel.add(t * 128).cast());
-                    let b1 = _mm512_loadu_si512(panel.add(t * 128 + 64).cast());
-                    for r in 0..$r {
-                        let a = _mm512_set1_epi32(
-                            (xp.add(r * ldx + 4 * t) as *const i32).read_unaligned(),
-                        );
-                        c[r][0] = _mm512_dpbusd_epi32(c[r][0], b0, a);
-                        c[r][1] = _mm512_dpbusd_epi32(c[r][1], b1, a);
-                    }
-                }
+    let mut c = [[_mm512_setzero_si512(); 2]; R];
+    for t in 0..k4 {
+        // SAFETY: the panel holds k4 × 128 bytes; each activation row ≥ 4·k4 bytes.
+        unsafe {
+            let b0 = _mm512_loadu_si512(panel.add(t * 128).cast());
+            let b1 = _mm512_loadu_si512(panel.add(t * 128 + 64).cast());
+            for (r, cr) in c.iter_mut().enumerate() {
+                let a = _mm512_set1_epi32((xp.add(r * ldx + 4 * t) as *const i32).read_unaligned());
+                cr[0] = _mm512_dpbusd_epi32(cr[0], b0, a);
+                cr[1] = _mm512_dpbusd_epi32(cr[1], b1, a);
             }
-        }};
-    }
-    match rows {
-        12 => body!(12),
-        11 => body!(11),
-        10 => body!(10),
-        9 => body!(9),
-        8 => body!(8),
-        7 => body!(7),
-        6 => body!(6),
-        5 => body!(5),
-        4 => body!(4),
-        3 => body!(3),
-        2 => body!(2),
-        _ => body!(1),
+        }
     }
     let m0 = mask16(cols);
     let m1 = mask16(cols.saturating_sub(16));
@@ -363,7 +429,7 @@ unsafe fn q8_tile(
             _mm512_maskz_loadu_ps(m1, ws.as_ptr().add(j0).wrapping_add(16)),
         )
     };
-    for (r, cr) in c.iter().enumerate().take(rows) {
+    for (r, cr) in c.iter().enumerate() {
         let comp = _mm512_set1_epi32(xsum[r]);
         let xs = _mm512_set1_ps(x.scales[i0 + r]);
         // Same float operations as the scalar kernel: acc as f32 · (x_scale · w_scale).

@@ -47,6 +47,7 @@ macro_rules! table {
             lstm_cell: $m::lstm_cell,
             rope: $m::rope,
             argmax: $m::argmax,
+            log_sum_exp: $m::log_sum_exp,
         }
     };
 }

@@ -66,6 +66,13 @@ fn quantize_rows_is_bit_identical() {
                 if m > 2 {
                     x[k..2 * k].fill(0.0); // an all-zero row
                     x[2 * k] = 1e-30; // a tiny one
+                    x[1] = f32::NAN; // NaN quantizes to 0, the rest of its row as usual
+                }
+                if m > 3 && k >= 8 {
+                    // Exact halves (scale 1): round half to even, both signs.
+                    let halves = [127.0, 63.5, -0.5, 0.5, 1.5, 2.5, -2.5, -126.5];
+                    x[3 * k..3 * k + 8].copy_from_slice(&halves);
+                    x[3 * k + 8..4 * k].fill(0.25);
                 }
                 let a = quantized(&x, m, k, reference());
                 let b = quantized(&x, m, k, kern);
@@ -382,6 +389,52 @@ fn softmax_matches_scalar_with_masks() {
         let mut all = vec![f32::NEG_INFINITY; 5];
         (kern.softmax)(&mut all);
         assert_eq!(all, vec![0.0; 5]);
+    }
+}
+
+#[test]
+fn attention_dots_and_mix_match_scalar() {
+    let mut rng = Rng::new(29);
+    for kern in simd_tables() {
+        for &(d, stride, n) in &[
+            (1usize, 1usize, 1usize),
+            (32, 256, 48),
+            (64, 64, 7),
+            (128, 512, 9),
+            (80, 200, 33),
+        ] {
+            let rows = rng.gaussians((n - 1) * stride + d);
+            let q = rng.gaussians(d);
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            (reference().dots)(&q, &rows, stride, 0.125, &mut a);
+            (kern.dots)(&q, &rows, stride, 0.125, &mut b);
+            for j in 0..n {
+                let mag: f32 = (0..d).map(|c| (q[c] * rows[j * stride + c]).abs()).sum();
+                assert!(
+                    (a[j] - b[j]).abs() <= GEMM_RTOL * 0.125 * mag + 1e-7,
+                    "{:?} dots d={d} n={n} j={j}: {} vs {}",
+                    kern.isa,
+                    a[j],
+                    b[j]
+                );
+            }
+            // Weights with zeros (masked keys), as after a softmax.
+            let mut p: Vec<f32> = rng.gaussians(n).iter().map(|v| v.abs()).collect();
+            p[0] = 0.0;
+            let (mut a, mut b) = (vec![f32::NAN; d], vec![f32::NAN; d]);
+            (reference().mix)(&p, &rows, stride, &mut a);
+            (kern.mix)(&p, &rows, stride, &mut b);
+            for c in 0..d {
+                let mag: f32 = (0..n).map(|j| (p[j] * rows[j * stride + c]).abs()).sum();
+                assert!(
+                    (a[c] - b[c]).abs() <= GEMM_RTOL * mag + 1e-7,
+                    "{:?} mix d={d} n={n} c={c}: {} vs {}",
+                    kern.isa,
+                    a[c],
+                    b[c]
+                );
+            }
+        }
     }
 }
 

@@ -48,9 +48,15 @@ pub fn attend_one(
     out: &mut [f32],
 ) {
     let scores = &mut scores[..n];
-    for (j, s) in scores.iter_mut().enumerate() {
-        *s = (kern.dot)(q, keys.row(j)) * scale;
+    if n == 0 {
+        out.fill(0.0);
+        return;
     }
+    fn span<'a>(r: Rows<'a>, n: usize) -> &'a [f32] {
+        &r.data[..(n - 1) * r.stride + r.width]
+    }
+    assert!(q.len() == keys.width && out.len() == values.width);
+    (kern.dots)(q, span(keys, n), keys.stride, scale, scores);
     if let Some(b) = bias {
         (kern.add)(scores, &b[..n]);
     }
@@ -62,12 +68,7 @@ pub fn attend_one(
         }
     }
     (kern.softmax)(scores);
-    out.fill(0.0);
-    for (j, &p) in scores.iter().enumerate() {
-        if p != 0.0 {
-            (kern.axpy)(p, values.row(j), out);
-        }
-    }
+    (kern.mix)(scores, span(values, n), values.stride, out);
 }
 
 /// A block of queries (`q` rows, e.g. a prompt being prefilled or an encoder pass) over `n` keys.

@@ -64,6 +64,27 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `scalar::dots` with the lane-blocked dot, every key in one call.
+#[inline(always)]
+pub fn dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    let d = q.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot(q, &rows[j * stride..j * stride + d]) * scale;
+    }
+}
+
+/// `scalar::mix`, bit for bit (the same `axpy` per row, inlined).
+#[inline(always)]
+pub fn mix(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let d = out.len();
+    for (j, &pj) in p.iter().enumerate() {
+        if pj != 0.0 {
+            axpy(pj, &rows[j * stride..j * stride + d], out);
+        }
+    }
+}
+
 #[inline(always)]
 pub fn add(y: &mut [f32], x: &[f32]) {
     for (o, v) in y.iter_mut().zip(x) {
@@ -312,8 +333,14 @@ pub fn quantize_rows(x: &[f32], k: usize, q: &mut [i8], scales: &mut [f32]) {
         }
         *s = amax / 127.0;
         let inv = 127.0 / amax;
+        // round-half-even(clamp(v · inv)) by the 1.5 · 2^23 addition (as in `exp`: `as i32`
+        // does not vectorize); clamping first is the same as clamping after, ±127 being
+        // integers, and NaN becomes 0 as the saturating cast of the reference makes it.
+        const ROUNDER: f32 = 12_582_912.0;
         for (o, &v) in qrow.iter_mut().zip(row) {
-            *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32 as i8;
+            let c = (v * inv).clamp(-127.0, 127.0);
+            let c = if c.is_nan() { 0.0 } else { c };
+            *o = ((c + ROUNDER).to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32) as i8;
         }
     }
 }
@@ -479,6 +506,8 @@ macro_rules! instantiate_all {
             rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool);
             argmax(x: &[f32]) -> usize;
             log_sum_exp(x: &[f32]) -> f32;
+            dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]);
+            mix(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]);
         }
     };
 }

@@ -178,6 +178,10 @@ pub struct Kernels {
     pub argmax: fn(&[f32]) -> usize,
     /// `ln Σ exp(x)` (the log-softmax normalizer; −∞ for an all −∞ row).
     pub log_sum_exp: fn(&[f32]) -> f32,
+    /// Attention scores of one query against `out.len()` keys stored at a stride.
+    pub dots: fn(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]),
+    /// Attention output: the value rows (at a stride) weighted by `p`.
+    pub mix: fn(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]),
 }
 
 static SCALAR: Kernels = Kernels {
@@ -204,6 +208,8 @@ static SCALAR: Kernels = Kernels {
     rope: scalar::rope,
     argmax: scalar::argmax,
     log_sum_exp: scalar::log_sum_exp,
+    dots: scalar::dots,
+    mix: scalar::mix,
 };
 
 impl Kernels {

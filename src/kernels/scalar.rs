@@ -131,6 +131,26 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Attention scores: `out[j] = scale · q·row_j` for `j < out.len()`, row `j` being
+/// `rows[j · stride..][..q.len()]`.
+pub fn dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot(q, &rows[j * stride..j * stride + q.len()]) * scale;
+    }
+}
+
+/// Attention mix: `out = Σ_j p[j] · row_j` (row `j` = `rows[j · stride..][..out.len()]`), rows
+/// of weight 0 skipped.
+pub fn mix(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let d = out.len();
+    for (j, &pj) in p.iter().enumerate() {
+        if pj != 0.0 {
+            axpy(pj, &rows[j * stride..j * stride + d], out);
+        }
+    }
+}
+
 /// `y += x` (residual connections).
 pub fn add(y: &mut [f32], x: &[f32]) {
     for (o, v) in y.iter_mut().zip(x) {

@@ -291,7 +291,11 @@ pub(crate) fn load_transformer(
         encoder,
         decoder,
         lm_head,
-        lm_bias: l.opt_vector("lm_head.bias", cfg.vocab_size)?,
+        // An all-zero bias (Marian checkpoints carry one) is dropped: adding it would cost a
+        // pass over every row of logits at every step.
+        lm_bias: l
+            .opt_vector("lm_head.bias", cfg.vocab_size)?
+            .filter(|b| b.iter().any(|&v| v != 0.0)),
     })
 }
 

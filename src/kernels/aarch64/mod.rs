@@ -45,6 +45,8 @@ macro_rules! table {
             rope: portable::rope,
             argmax: portable::argmax,
             log_sum_exp: portable::log_sum_exp,
+            dots: portable::dots,
+            mix: portable::mix,
         }
     };
 }

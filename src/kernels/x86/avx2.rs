@@ -191,6 +191,100 @@ fn hsum4_epi32<const C: usize>(v: &[__m256i; C]) -> [i32; 4] {
     out
 }
 
+// ---------------------------------------------------------------- attention
+
+/// Attention scores, for head dimensions of 32 and 64 with the query held in registers
+/// (the generic code for other widths).
+pub(super) fn dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    let (d, n) = (q.len(), out.len());
+    if n == 0 {
+        return;
+    }
+    assert!(rows.len() >= (n - 1) * stride + d);
+    // SAFETY: this table is only handed out after checking AVX2 + FMA; the rows lie in `rows`.
+    unsafe {
+        match d {
+            32 => dots_n::<4>(q, rows, stride, scale, out),
+            64 => dots_n::<8>(q, rows, stride, scale, out),
+            _ => dots_any(q, rows, stride, scale, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_any(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    generic::dots(q, rows, stride, scale, out)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_n<const C: usize>(
+    q: &[f32],
+    rows: &[f32],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    // SAFETY (whole body): q has 8·C floats; row j has 8·C floats at j · stride (asserted by
+    // the caller for every j < out.len()).
+    unsafe {
+        let qv: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(q.as_ptr().add(8 * c)));
+        for (j, o) in out.iter_mut().enumerate() {
+            let r = rows.as_ptr().add(j * stride);
+            let mut acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(r));
+            for (c, &qc) in qv.iter().enumerate().skip(1) {
+                acc = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r.add(8 * c)), acc);
+            }
+            *o = hsum256(acc) * scale;
+        }
+    }
+}
+
+/// Attention mix with the output in registers, two accumulator sets (even and odd keys) to
+/// halve the dependency chains (widths 32 and 64; the generic code otherwise).
+pub(super) fn mix(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let (d, n) = (out.len(), p.len());
+    if n == 0 {
+        out.fill(0.0);
+        return;
+    }
+    assert!(rows.len() >= (n - 1) * stride + d);
+    // SAFETY: as in `dots`.
+    unsafe {
+        match d {
+            32 => mix_n::<4>(p, rows, stride, out),
+            64 => mix_n::<8>(p, rows, stride, out),
+            _ => mix_any(p, rows, stride, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mix_any(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    generic::mix(p, rows, stride, out)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mix_n<const C: usize>(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
+    // SAFETY (whole body): as in `dots_n`; out has 8·C floats.
+    unsafe {
+        for (j, &pj) in p.iter().enumerate() {
+            if pj != 0.0 {
+                let r = rows.as_ptr().add(j * stride);
+                let pv = _mm256_set1_ps(pj);
+                let a = &mut acc[j & 1];
+                for (c, ac) in a.iter_mut().enumerate() {
+                    *ac = _mm256_fmadd_ps(pv, _mm256_loadu_ps(r.add(8 * c)), *ac);
+                }
+            }
+        }
+        let [even, odd] = acc;
+        for (c, (e, o)) in even.iter().zip(&odd).enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), _mm256_add_ps(*e, *o));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- int4 × int8
 
 pub(super) fn gemm_q4(x: &QActs, codes: &[u8], ws: &[f16], y: &mut Out) {

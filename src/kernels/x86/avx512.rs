@@ -450,6 +450,102 @@ unsafe fn q8_tile<const R: usize>(
     }
 }
 
+// ---------------------------------------------------------------- attention
+
+/// Attention scores, for head dimensions of 32, 64 and 128 with the query held in registers
+/// (the generic code for other widths).
+pub(super) fn dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    let (d, n) = (q.len(), out.len());
+    if n == 0 {
+        return;
+    }
+    assert!(rows.len() >= (n - 1) * stride + d);
+    // SAFETY: this table is only handed out after checking AVX-512 F; the rows lie in `rows`.
+    unsafe {
+        match d {
+            32 => dots_n::<2>(q, rows, stride, scale, out),
+            64 => dots_n::<4>(q, rows, stride, scale, out),
+            128 => dots_n::<8>(q, rows, stride, scale, out),
+            _ => dots_any(q, rows, stride, scale, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn dots_any(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    generic::dots(q, rows, stride, scale, out)
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn dots_n<const C: usize>(
+    q: &[f32],
+    rows: &[f32],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    // SAFETY (whole body): q has 16·C floats; row j has 16·C floats at j · stride (asserted by
+    // the caller for every j < out.len()).
+    unsafe {
+        let qv: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(q.as_ptr().add(16 * c)));
+        for (j, o) in out.iter_mut().enumerate() {
+            let r = rows.as_ptr().add(j * stride);
+            let mut acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(r));
+            for (c, &qc) in qv.iter().enumerate().skip(1) {
+                acc = _mm512_fmadd_ps(qc, _mm512_loadu_ps(r.add(16 * c)), acc);
+            }
+            *o = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+}
+
+/// Attention mix with the output in registers, two accumulator sets (even and odd keys) to
+/// halve the dependency chains (widths 32, 64, 128; the generic code otherwise).
+pub(super) fn mix(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let (d, n) = (out.len(), p.len());
+    if n == 0 {
+        out.fill(0.0);
+        return;
+    }
+    assert!(rows.len() >= (n - 1) * stride + d);
+    // SAFETY: as in `dots`.
+    unsafe {
+        match d {
+            32 => mix_n::<2>(p, rows, stride, out),
+            64 => mix_n::<4>(p, rows, stride, out),
+            128 => mix_n::<8>(p, rows, stride, out),
+            _ => mix_any(p, rows, stride, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn mix_any(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    generic::mix(p, rows, stride, out)
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn mix_n<const C: usize>(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let mut acc = [[_mm512_setzero_ps(); C]; 2];
+    // SAFETY (whole body): as in `dots_n`; out has 16·C floats.
+    unsafe {
+        for (j, &pj) in p.iter().enumerate() {
+            if pj != 0.0 {
+                let r = rows.as_ptr().add(j * stride);
+                let pv = _mm512_set1_ps(pj);
+                let a = &mut acc[j & 1];
+                for (c, ac) in a.iter_mut().enumerate() {
+                    *ac = _mm512_fmadd_ps(pv, _mm512_loadu_ps(r.add(16 * c)), *ac);
+                }
+            }
+        }
+        let [even, odd] = acc;
+        for (c, (e, o)) in even.iter().zip(&odd).enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_add_ps(*e, *o));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- int4 × int8
 
 thread_local! {

@@ -48,6 +48,8 @@ macro_rules! table {
             rope: $m::rope,
             argmax: $m::argmax,
             log_sum_exp: $m::log_sum_exp,
+            dots: $m::dots,
+            mix: $m::mix,
         }
     };
 }

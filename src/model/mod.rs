@@ -72,6 +72,7 @@ pub(crate) struct ModelInner {
 }
 
 /// The weights of one of the architectures.
+#[allow(clippy::large_enum_variant)] // one per model, made once at open and never moved after
 pub(crate) enum Net {
     Transformer(TransformerWeights),
     Lstm(lstm::LstmWeights),

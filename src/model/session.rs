@@ -921,7 +921,7 @@ impl Session {
                         m.file.resolve(*table).dequantize_row(pos + offset, tmp);
                         (kern.add)(x, tmp);
                     }
-                    Some(PosTable::Sinusoidal(t)) => (kern.add)(x, &t[pos * d..(pos + 1) * d]),
+                    Some(PosTable::Sinusoidal(t)) => (kern.add)(x, t.row(pos)),
                     None => {}
                 }
             }
@@ -1291,7 +1291,7 @@ pub(crate) fn max_positions(m: &ModelInner) -> Option<usize> {
         .flatten()
         .filter_map(|s| match &s.pos {
             Some(PosTable::Learned { rows, offset, .. }) => Some(rows - offset),
-            Some(PosTable::Sinusoidal(t)) => Some(t.len() / c.d_model),
+            Some(PosTable::Sinusoidal(t)) => Some(t.rows()),
             None => None,
         })
         .min();

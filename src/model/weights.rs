@@ -50,8 +50,53 @@ pub(crate) enum PosTable {
         offset: usize,
         rows: usize,
     },
-    /// Sinusoids computed at load (`[max_positions, d]`, sin in the first half, cos in the second).
-    Sinusoidal(Vec<f32>),
+    /// Sinusoids (sin in the first half of a row, cos in the second), computed on first use.
+    Sinusoidal(Sinusoids),
+}
+
+/// The rows of [`sinusoids`], computed `SINUSOID_CHUNK` rows at a time when a position is first
+/// used: a whole table (two of `[max_positions, d]` for an encoder-decoder, ~1 M `sin_cos` for
+/// Marian) would be most of the time it takes to open a model.
+pub(crate) struct Sinusoids {
+    rows: usize,
+    d: usize,
+    chunks: Vec<std::sync::OnceLock<Vec<f32>>>,
+}
+
+const SINUSOID_CHUNK: usize = 64;
+
+impl Sinusoids {
+    pub fn new(rows: usize, d: usize) -> Self {
+        Sinusoids {
+            rows,
+            d,
+            chunks: (0..rows.div_ceil(SINUSOID_CHUNK))
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// How many positions the table has.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row `pos` (< `rows()`), equal to row `pos` of `sinusoids(rows, d)`.
+    pub fn row(&self, pos: usize) -> &[f32] {
+        assert!(
+            pos < self.rows,
+            "position {pos} past the {} sinusoids",
+            self.rows
+        );
+        let c = pos / SINUSOID_CHUNK;
+        let chunk = self.chunks[c].get_or_init(|| {
+            let first = c * SINUSOID_CHUNK;
+            let n = (self.rows - first).min(SINUSOID_CHUNK);
+            sinusoid_rows(first, n, self.d)
+        });
+        let r = pos % SINUSOID_CHUNK;
+        &chunk[r * self.d..(r + 1) * self.d]
+    }
 }
 
 /// An encoder or a decoder: embeddings, layers, final norm.
@@ -212,7 +257,7 @@ impl Loader<'_> {
                     rows: m.rows,
                 })
             }
-            Positions::Sinusoidal => Some(PosTable::Sinusoidal(sinusoids(
+            Positions::Sinusoidal => Some(PosTable::Sinusoidal(Sinusoids::new(
                 c.max_positions.max(1),
                 c.d_model,
             ))),
@@ -303,13 +348,22 @@ pub(crate) fn load_transformer(
 /// row `p`, column `i < d/2`: `sin(p / 10000^(2i/d))`; column `d/2 + i`: the matching cosine.
 /// Computed in f64, stored as f32.
 pub(crate) fn sinusoids(rows: usize, d: usize) -> Vec<f32> {
+    sinusoid_rows(0, rows, d)
+}
+
+/// Rows `first..first + n` of [`sinusoids`].
+fn sinusoid_rows(first: usize, n: usize, d: usize) -> Vec<f32> {
     let half = d / 2;
-    let mut t = vec![0f32; rows * d];
-    for p in 0..rows {
-        for i in 0..half {
-            let angle = p as f64 / 10000f64.powf(2.0 * i as f64 / d as f64);
-            t[p * d + i] = angle.sin() as f32;
-            t[p * d + half + i] = angle.cos() as f32;
+    let div: Vec<f64> = (0..half)
+        .map(|i| 10000f64.powf(2.0 * i as f64 / d as f64))
+        .collect();
+    let mut t = vec![0f32; n * d];
+    for r in 0..n {
+        let p = (first + r) as f64;
+        for (i, &dv) in div.iter().enumerate() {
+            let (s, c) = (p / dv).sin_cos();
+            t[r * d + i] = s as f32;
+            t[r * d + half + i] = c as f32;
         }
     }
     t

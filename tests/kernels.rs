@@ -264,7 +264,9 @@ fn gemm_f32_large_blocked_shapes() {
 #[test]
 fn linear_splits_over_threads_like_one_thread() {
     let mut rng = Rng::new(15);
-    let (m, n, k) = (3, 200, 96);
+    // Large enough that every layout is split at 2 threads (each task ≥ 512 KiB of weight bytes
+    // × rows: int4 needs n ≥ 2 · 2^19 / (k/2 · m) = 512 columns).
+    let (m, n, k) = (4, 600, 1024);
     let wf = rng.gaussians(n * k);
     let x = rng.gaussians(m * k);
     let (q, s) = quantize_q8(&wf, n, k);

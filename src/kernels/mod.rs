@@ -277,7 +277,7 @@ impl Kernels {
             }
             _ => None,
         };
-        // Bytes of weight per output column: split so each task streams at least ~64 KiB.
+        // Bytes of weight per output column.
         let row_bytes = match w.weights {
             Weights::F32(_) => 4 * k,
             Weights::F16(_) | Weights::BF16(_) => 2 * k,
@@ -285,7 +285,10 @@ impl Kernels {
             Weights::Q4 { .. } => k / 2,
         }
         .max(1);
-        let min_cols = (65536 / row_bytes).max(16);
+        // A task must be worth waking another worker for: at least SPLIT_WORK bytes of weights
+        // times activation rows. Batch-1 decoding then splits only the large matrices (an output
+        // projection), batches and prompts split nearly every product.
+        let min_cols = (SPLIT_WORK / (row_bytes * m.max(1))).max(16);
         pool.split_columns(out, min_cols, &|c0, mut part| {
             let c1 = c0 + part.cols();
             match w.weights {
@@ -310,6 +313,11 @@ impl Kernels {
         });
     }
 }
+
+/// The least work (weight bytes × activation rows) per task when `linear` splits a product over
+/// threads. Waking a sleeping worker and joining costs tens of µs: below ~512 KiB of streamed
+/// weights per task, the split made batch-1 decoding slower at 2 threads than at 1.
+const SPLIT_WORK: usize = 512 * 1024;
 
 /// The `k` largest values of `x` as `(index, value)`, largest first (ties: lower index first),
 /// written into `out` (cleared first; reuse it to avoid allocation). NaN values are never chosen.

@@ -178,6 +178,18 @@ impl Session {
         })?;
         let longest = dec_len.max(max_input_len);
         check_positions(m, longest)?;
+        if m.arch != Arch::LstmSeq2Seq {
+            // Sinusoids for every position the session can reach, now: decoding never allocates.
+            let tf = m.tf();
+            for stack in [tf.encoder.as_ref(), Some(&tf.decoder)]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(PosTable::Sinusoidal(t)) = &stack.pos {
+                    t.prepare(longest);
+                }
+            }
+        }
         let (d, hd, kv) = (c.d_model, c.head_dim(), c.kv_heads());
         let (qd, kvd) = (c.heads * hd, kv * hd);
         let is_lstm = m.arch == Arch::LstmSeq2Seq;

@@ -88,14 +88,24 @@ impl Sinusoids {
             "position {pos} past the {} sinusoids",
             self.rows
         );
-        let c = pos / SINUSOID_CHUNK;
-        let chunk = self.chunks[c].get_or_init(|| {
+        let r = pos % SINUSOID_CHUNK;
+        &self.chunk(pos / SINUSOID_CHUNK)[r * self.d..(r + 1) * self.d]
+    }
+
+    /// Computes the rows below `upto` now (sessions call it when they are made, so that decoding
+    /// never allocates).
+    pub fn prepare(&self, upto: usize) {
+        for c in 0..upto.min(self.rows).div_ceil(SINUSOID_CHUNK) {
+            self.chunk(c);
+        }
+    }
+
+    fn chunk(&self, c: usize) -> &[f32] {
+        self.chunks[c].get_or_init(|| {
             let first = c * SINUSOID_CHUNK;
             let n = (self.rows - first).min(SINUSOID_CHUNK);
             sinusoid_rows(first, n, self.d)
-        });
-        let r = pos % SINUSOID_CHUNK;
-        &chunk[r * self.d..(r + 1) * self.d]
+        })
     }
 }
 

@@ -147,6 +147,20 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// `x` rounded half to even, as a float and as an integer, for |x| < 2^22: adding 1.5 · 2^23
+/// leaves the integer in the low mantissa bits. The same value as `round_ties_even`, and an
+/// integer without `as i32`, whose saturating semantics (NaN → 0) LLVM turns into one scalar
+/// conversion per lane inside otherwise vectorized loops.
+#[inline(always)]
+fn round_half_even(x: f32) -> (f32, i32) {
+    const ROUNDER: f32 = 12_582_912.0;
+    let t = x + ROUNDER;
+    (
+        t - ROUNDER,
+        (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32),
+    )
+}
+
 /// e^x for f32, branch-free: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-6 polynomial,
 /// 2^n through the exponent bits. Relative error ≈ 2e-7; exactly 0 below −87.3 (so −∞ → 0).
 #[inline(always)]
@@ -154,14 +168,8 @@ pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // n = round-half-even(xc · log2 e) by adding 1.5 · 2^23, which leaves n in the low mantissa
-    // bits: the same value as `round_ties_even`, and an integer without `as i32`, whose
-    // saturating semantics (NaN → 0) the compiler cannot vectorize.
-    const ROUNDER: f32 = 12_582_912.0;
     let xc = x.clamp(-87.3, 88.7);
-    let t = xc * LOG2E + ROUNDER;
-    let n = t - ROUNDER;
-    let ni = (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
+    let (n, ni) = round_half_even(xc * LOG2E);
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -333,14 +341,12 @@ pub fn quantize_rows(x: &[f32], k: usize, q: &mut [i8], scales: &mut [f32]) {
         }
         *s = amax / 127.0;
         let inv = 127.0 / amax;
-        // round-half-even(clamp(v · inv)) by the 1.5 · 2^23 addition (as in `exp`: `as i32`
-        // does not vectorize); clamping first is the same as clamping after, ±127 being
-        // integers, and NaN becomes 0 as the saturating cast of the reference makes it.
-        const ROUNDER: f32 = 12_582_912.0;
+        // Clamping before rounding is the same as after (±127 are integers); NaN becomes 0, as
+        // the saturating cast of the reference makes it.
         for (o, &v) in qrow.iter_mut().zip(row) {
             let c = (v * inv).clamp(-127.0, 127.0);
             let c = if c.is_nan() { 0.0 } else { c };
-            *o = ((c + ROUNDER).to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32) as i8;
+            *o = round_half_even(c).1 as i8;
         }
     }
 }

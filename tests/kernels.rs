@@ -303,6 +303,20 @@ fn linear_splits_over_threads_like_one_thread() {
             kern.linear(&one, &x, m, w, &mut a, &mut scratch);
             kern.linear(&two, &x, m, w, &mut b, &mut scratch);
             assert_eq!(bits(&a), bits(&b), "{:?} {}", kern.isa, w.kind());
+            // On one of the pool's workers (where sessions run), one row of a small matrix is
+            // split too: the row-0 product must be the same.
+            let mut c = vec![0f32; n];
+            two.install(|| {
+                let mut scratch = ActScratch::default();
+                kern.linear(&two, &x[..k], 1, w, &mut c, &mut scratch)
+            });
+            assert_eq!(
+                bits(&a[..n]),
+                bits(&c),
+                "{:?} {} on a worker",
+                kern.isa,
+                w.kind()
+            );
             // And against the dequantized matrix in f64, loosely (quantization error included).
             let deq = w.to_f32_vec();
             for i in 0..m {

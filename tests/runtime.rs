@@ -239,6 +239,50 @@ fn quantized_models_stay_close_to_f32() {
     }
 }
 
+/// Two worker threads split the products by output columns; every column is computed as at one
+/// thread, so prefill, encoder and every decoding step give the same logits bit for bit.
+#[test]
+fn two_threads_give_the_logits_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["marian", "llama"] {
+        let g = golden(name);
+        let input = ids(&g["input_ids"]);
+        for target in [None, Some(Target::Int8)] {
+            let one = convert(name, target, dir.path());
+            let path = dir.path().join(format!("{name}.quill"));
+            let two = Model::open(
+                &path,
+                &OpenOptions {
+                    threads: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(two.threads(), 2);
+            let (mut s1, mut s2) = (session(&one), session(&two));
+            s1.start(&[&input, &input[..input.len() / 2]]).unwrap();
+            s2.start(&[&input, &input[..input.len() / 2]]).unwrap();
+            let mut next = match one.config().decoder_start_id {
+                Some(d) if one.arch() == Arch::Seq2Seq => vec![d, d],
+                _ => {
+                    assert_eq!(s1.logits(), s2.logits(), "{name} {target:?} prefill");
+                    vec![1, 2]
+                }
+            };
+            for step in 0..8 {
+                let (a, b) = (s1.step(&next).unwrap().to_vec(), s2.step(&next).unwrap());
+                let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{name} {target:?} step {step}");
+                let v = one.config().vocab_size;
+                next = a
+                    .chunks(v)
+                    .map(|row| quill::kernels::scalar::argmax(row) as u32)
+                    .collect();
+            }
+        }
+    }
+}
+
 #[cfg(feature = "tokenizer")]
 #[test]
 fn text_in_text_out() {

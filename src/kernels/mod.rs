@@ -285,10 +285,9 @@ impl Kernels {
             Weights::Q4 { .. } => k / 2,
         }
         .max(1);
-        // A task must be worth waking another worker for: at least SPLIT_WORK bytes of weights
-        // times activation rows. Batch-1 decoding then splits only the large matrices (an output
-        // projection), batches and prompts split nearly every product.
-        let min_cols = (SPLIT_WORK / (row_bytes * m.max(1))).max(16);
+        // A task must be worth handing to another worker: at least `pool.split_work()` bytes of
+        // weights times activation rows.
+        let min_cols = (pool.split_work() / (row_bytes * m.max(1))).max(16);
         pool.split_columns(out, min_cols, &|c0, mut part| {
             let c1 = c0 + part.cols();
             match w.weights {
@@ -313,11 +312,6 @@ impl Kernels {
         });
     }
 }
-
-/// The least work (weight bytes × activation rows) per task when `linear` splits a product over
-/// threads. Waking a sleeping worker and joining costs tens of µs: below ~512 KiB of streamed
-/// weights per task, the split made batch-1 decoding slower at 2 threads than at 1.
-const SPLIT_WORK: usize = 512 * 1024;
 
 /// The `k` largest values of `x` as `(index, value)`, largest first (ties: lower index first),
 /// written into `out` (cleared first; reuse it to avoid allocation). NaN values are never chosen.

@@ -62,13 +62,27 @@ impl Pool {
         self.threads
     }
 
-    /// Runs `f` with this pool's workers serving rayon's parallel iterators inside it. With one
-    /// thread there is no pool: `f` runs on the caller's thread, and callers should then loop
-    /// sequentially instead of using parallel iterators (they would reach rayon's global pool).
+    /// Runs `f` on one of this pool's workers, with the workers serving rayon's parallel
+    /// iterators and joins inside it (inline when already on one). With one thread there is no
+    /// pool: `f` runs on the caller's thread, and callers should then loop sequentially instead
+    /// of using parallel iterators (they would reach rayon's global pool).
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) => pool.install(f),
             None => f(),
+        }
+    }
+
+    /// The least work (weight bytes × activation rows) worth a task of its own when a product is
+    /// split over the workers. Called on one of this pool's workers (a session runs its passes
+    /// there), a split is a `rayon::join`: the calling worker runs one half and takes the other
+    /// back if no idle worker stole it, so a small split costs about a microsecond. Called from
+    /// any other thread, every split hands the whole product to the pool and waits for it (tens of
+    /// µs, two thread wake-ups), so only large products are split.
+    pub fn split_work(&self) -> usize {
+        match &self.pool {
+            Some(pool) if pool.current_thread_index().is_some() => 16 * 1024,
+            _ => 512 * 1024,
         }
     }
 
@@ -102,4 +116,38 @@ fn split(out: Out, c0: usize, per: usize, f: &(dyn Fn(usize, Out) + Sync)) {
         || split(left, c0, per, f),
         || split(right, c0 + half, per, f),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn splits_are_finer_on_the_pools_own_workers() {
+        let two = Pool::new(2).unwrap();
+        let outside = two.split_work();
+        assert!(two.install(|| two.split_work()) < outside);
+        // Another pool's worker is not this pool's: the coarse threshold applies there.
+        let other = Pool::new(2).unwrap();
+        assert_eq!(other.install(|| two.split_work()), outside);
+        assert_eq!(Pool::single().split_work(), outside);
+        // A split on a worker runs every column once, in tasks of at least `min_cols`.
+        let mut y = vec![0f32; 3 * 100];
+        let tasks = AtomicUsize::new(0);
+        two.install(|| {
+            two.split_columns(Out::new(&mut y, 3, 100), 16, &|c0, mut part| {
+                tasks.fetch_add(1, Ordering::Relaxed);
+                for r in 0..part.rows() {
+                    for (j, v) in part.row(r).iter_mut().enumerate() {
+                        *v += (c0 + j) as f32;
+                    }
+                }
+            })
+        });
+        assert_eq!(tasks.load(Ordering::Relaxed), 2);
+        for row in y.chunks(100) {
+            assert!(row.iter().enumerate().all(|(j, &v)| v == j as f32));
+        }
+    }
 }

@@ -447,66 +447,69 @@ impl Session {
         for (slot, input) in self.input_of[..self.n * beams].iter_mut().enumerate() {
             *input = slot / beams;
         }
-        match m.arch {
-            Arch::LstmSeq2Seq => {
-                let net = lstm_ctx(m);
-                let st = self.lstm.as_mut().expect("an LSTM session has LSTM state");
-                let cancel = self.cancel.clone();
-                let cancelled = || cancel.as_ref().is_some_and(|c| c.is_cancelled());
-                let mut slots = Vec::with_capacity(beams);
-                for (input, ids) in inputs.iter().enumerate() {
-                    slots.clear();
-                    slots.extend(input * beams..(input + 1) * beams);
-                    if !net.encode(st, input, ids, &slots, &cancelled) {
+        // The encoder or prefill runs on a pool worker (see `step_groups`).
+        m.pool.install(|| {
+            match m.arch {
+                Arch::LstmSeq2Seq => {
+                    let net = lstm_ctx(m);
+                    let st = self.lstm.as_mut().expect("an LSTM session has LSTM state");
+                    let cancel = self.cancel.clone();
+                    let cancelled = || cancel.as_ref().is_some_and(|c| c.is_cancelled());
+                    let mut slots = Vec::with_capacity(beams);
+                    for (input, ids) in inputs.iter().enumerate() {
+                        slots.clear();
+                        slots.extend(input * beams..(input + 1) * beams);
+                        if !net.encode(st, input, ids, &slots, &cancelled) {
+                            self.n = 0;
+                            return Err(Error::Cancelled);
+                        }
+                        self.src_len[input] = ids.len();
+                    }
+                }
+                Arch::Seq2Seq => {
+                    let enc = m.tf().encoder.as_ref().expect("seq2seq has an encoder");
+                    if !self.run_stack(m, enc, false, row) {
                         self.n = 0;
                         return Err(Error::Cancelled);
                     }
-                    self.src_len[input] = ids.len();
+                    let d = c.d_model;
+                    if let Some(norm) = &enc.final_norm {
+                        norm_rows(
+                            m.kernels,
+                            c.norm,
+                            c.norm_eps as f32,
+                            norm,
+                            &mut self.buf.x[..row * d],
+                            d,
+                        );
+                    }
+                    self.buf.enc[..row * d].copy_from_slice(&self.buf.x[..row * d]);
+                    for (input, g) in self.groups.iter().enumerate() {
+                        self.src_len[input] = g.len;
+                    }
+                    self.fill_cross_cache(m, row);
                 }
-            }
-            Arch::Seq2Seq => {
-                let enc = m.tf().encoder.as_ref().expect("seq2seq has an encoder");
-                if !self.run_stack(m, enc, false, row) {
-                    self.n = 0;
-                    return Err(Error::Cancelled);
-                }
-                let d = c.d_model;
-                if let Some(norm) = &enc.final_norm {
-                    norm_rows(
-                        m.kernels,
-                        c.norm,
-                        c.norm_eps as f32,
-                        norm,
-                        &mut self.buf.x[..row * d],
-                        d,
-                    );
-                }
-                self.buf.enc[..row * d].copy_from_slice(&self.buf.x[..row * d]);
-                for (input, g) in self.groups.iter().enumerate() {
-                    self.src_len[input] = g.len;
-                }
-                self.fill_cross_cache(m, row);
-            }
-            _ => {
-                if !self.run_stack(m, &m.tf().decoder, true, row) {
-                    self.n = 0;
-                    return Err(Error::Cancelled);
-                }
-                for g in self.groups.iter_mut() {
-                    self.dec_pos[g.slot] = g.len;
-                    // Logits come from each prompt's last row.
-                    g.row0 += g.len - 1;
-                    g.len = 1;
-                }
-                self.compute_logits(m);
-                for i in 0..self.n {
-                    for b in 1..beams {
-                        self.copy_slot(i * beams, i * beams + b);
+                _ => {
+                    if !self.run_stack(m, &m.tf().decoder, true, row) {
+                        self.n = 0;
+                        return Err(Error::Cancelled);
+                    }
+                    for g in self.groups.iter_mut() {
+                        self.dec_pos[g.slot] = g.len;
+                        // Logits come from each prompt's last row.
+                        g.row0 += g.len - 1;
+                        g.len = 1;
+                    }
+                    self.compute_logits(m);
+                    for i in 0..self.n {
+                        for b in 1..beams {
+                            self.copy_slot(i * beams, i * beams + b);
+                        }
                     }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Appends `tokens` to the single sequence of a decoder-only session (a chat's next turn):
@@ -543,7 +546,10 @@ impl Session {
         });
         self.tokens.clear();
         self.tokens.extend_from_slice(tokens);
-        if !self.run_stack(m, &m.tf().decoder, true, tokens.len()) {
+        if !m
+            .pool
+            .install(|| self.run_stack(m, &m.tf().decoder, true, tokens.len()))
+        {
             return Err(Error::Cancelled);
         }
         self.dec_pos[0] = pos + tokens.len();
@@ -553,7 +559,7 @@ impl Session {
             len: 1,
             pos0: 0,
         };
-        self.compute_logits(m);
+        m.pool.install(|| self.compute_logits(m));
         Ok(())
     }
 
@@ -670,16 +676,20 @@ impl Session {
             self.tokens.push(t);
         }
         let rows = self.groups.len();
-        if m.arch == Arch::LstmSeq2Seq {
-            self.step_lstm(m);
-            return Ok(());
-        }
-        let done = self.run_stack(m, &m.tf().decoder, true, rows);
-        debug_assert!(done, "one-row steps are not interrupted");
-        for g in &self.groups {
-            self.dec_pos[g.slot] += 1;
-        }
-        self.compute_logits(m);
+        // On a pool worker: the products' splits then run one half on this thread (see
+        // `Pool::install`), and only this one hand-over per step crosses threads.
+        m.pool.install(|| {
+            if m.arch == Arch::LstmSeq2Seq {
+                self.step_lstm(m);
+                return;
+            }
+            let done = self.run_stack(m, &m.tf().decoder, true, rows);
+            debug_assert!(done, "one-row steps are not interrupted");
+            for g in &self.groups {
+                self.dec_pos[g.slot] += 1;
+            }
+            self.compute_logits(m);
+        });
         Ok(())
     }
 

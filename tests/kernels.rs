@@ -236,10 +236,17 @@ fn gemm_float_weights_match_scalar() {
 
 #[test]
 fn gemm_f32_large_blocked_shapes() {
-    // Shapes that cross every cache-blocking boundary of the packed GEMM.
+    // Shapes that cross every cache-blocking boundary of the packed GEMM (the last two: several
+    // column blocks of the AVX2 int8 product, with left-over columns).
     let mut rng = Rng::new(14);
     for kern in simd_tables() {
-        for (m, n, k) in [(64, 96, 300), (37, 129, 513), (130, 70, 1030)] {
+        for (m, n, k) in [
+            (64, 96, 300),
+            (37, 129, 513),
+            (130, 70, 1030),
+            (16, 1000, 512),
+            (25, 700, 2048),
+        ] {
             let (x, w) = (rng.gaussians(m * k), rng.gaussians(n * k));
             let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
             (reference().gemm_f32)(&x, k, &w, &mut Out::new(&mut a, m, n));

@@ -43,6 +43,8 @@ thread_local! {
 
 /// How far ahead (bytes) each weight row is prefetched while it streams.
 const Q8_PREFETCH: usize = 1024;
+/// Weight bytes per column block when many activation rows share each weight row.
+const Q8_BLOCK: usize = 128 * 1024;
 
 pub(super) fn gemm_q8(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out) {
     let (m, k, n) = (y.rows(), x.k, y.cols());
@@ -77,6 +79,30 @@ unsafe fn gemm_q8_impl(x: &QActs, w: &[i8], ws: &[f32], y: &mut Out) {
         }
         let x16 = &x16[..m * k16];
         let mut i = 0;
+        let full = m / 4 * 4;
+        if full >= 8 {
+            // Several 4-row groups: blocks of columns, each block's weights (about Q8_BLOCK
+            // bytes) multiplied against every group while they are in L2, instead of streaming
+            // the whole matrix again from memory for each group of 4 rows.
+            let n = y.cols();
+            let band = n / 3;
+            let per = (Q8_BLOCK / (3 * k.max(1))).max(8);
+            let mut j = 0;
+            while j < band {
+                let end = (j + per).min(band);
+                for g in (0..full).step_by(4) {
+                    // SAFETY: same features; rows g..g + 4 and the block's columns exist.
+                    unsafe { q8_tile::<4, 3>(x, x16, g, w, ws, y, 0, band, j..end) };
+                }
+                j = end;
+            }
+            let rest = n - band * 3;
+            for g in (0..full).step_by(4) {
+                // SAFETY: as above, the last `rest` columns.
+                unsafe { q8_tile::<4, 1>(x, x16, g, w, ws, y, band * 3, rest, 0..rest) };
+            }
+            i = full;
+        }
         while i < m {
             let rows = (m - i).min(4);
             // SAFETY: same features; rows i..i + rows exist.
@@ -108,12 +134,13 @@ unsafe fn q8_bands<const R: usize, const C: usize>(
     let band = n / C;
     // SAFETY: same features; the columns lie inside the matrix.
     unsafe {
-        q8_tile::<R, C>(x, x16, i0, w, ws, y, 0, band);
-        q8_tile::<R, 1>(x, x16, i0, w, ws, y, band * C, n - band * C);
+        q8_tile::<R, C>(x, x16, i0, w, ws, y, 0, band, 0..band);
+        let rest = n - band * C;
+        q8_tile::<R, 1>(x, x16, i0, w, ws, y, band * C, rest, 0..rest);
     }
 }
 
-/// Rows `i0..i0 + R`, columns `j0 + t · band + j` for `t < C`, `j < band`.
+/// Rows `i0..i0 + R`, columns `j0 + t · band + j` for `t < C`, `j` in `js` (within `band`).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_tile<const R: usize, const C: usize>(
@@ -125,12 +152,14 @@ unsafe fn q8_tile<const R: usize, const C: usize>(
     y: &mut Out,
     j0: usize,
     band: usize,
+    js: std::ops::Range<usize>,
 ) {
+    debug_assert!(js.end <= band);
     const { assert!(C <= 4, "hsum4_epi32 reduces at most 4 accumulators") };
     let k = x.k;
     let k16 = k / 16 * 16;
     let xp: [*const i16; R] = std::array::from_fn(|r| x16[(i0 + r) * k16..].as_ptr());
-    for j in 0..band {
+    for j in js {
         let col: [usize; C] = std::array::from_fn(|t| j0 + t * band + j);
         let wp: [*const i8; C] = std::array::from_fn(|t| w[col[t] * k..(col[t] + 1) * k].as_ptr());
         let mut acc = [[_mm256_setzero_si256(); C]; R];

@@ -129,9 +129,15 @@ def side_by_side(label, engines, inputs, n_new, beams, threads, reps, one_token)
     full = {w.engine: [] for w in workers}
     one = {w.engine: [] for w in workers}
     busy = set()
+    # Batch-1 runs at 1 thread also measure the read bandwidth just before quill's repetition, so
+    # the bandwidth-bound fraction pairs each run with the memory speed of that moment (the
+    # machine's neighbours move both by tens of percent within minutes).
+    bw = [] if one_token and threads == 1 else None
     for r in range(reps):
         order = workers[r % len(workers):] + workers[: r % len(workers)]
         for w in order:
+            if bw is not None and w.engine == "quill":
+                bw.append(read_bandwidth(3))
             full[w.engine].append(w.run(inputs, n_new, beams))
             if one_token:
                 one[w.engine].append(w.run(inputs, 1, beams))
@@ -139,6 +145,8 @@ def side_by_side(label, engines, inputs, n_new, beams, threads, reps, one_token)
     n_tok = n_new * len(inputs)
     rec = {"bench": label, "threads": threads, "batch": len(inputs), "beams": beams, "n_new": n_new,
            "input_lens": [len(x) for x in inputs], "reps": reps, "engines": {}, "other_running": sorted(busy)}
+    if bw:
+        rec["read_gb_s"] = bw
     for w in workers:
         rss = w.close()
         tok_s = [n_tok / t for t in full[w.engine]]
@@ -147,6 +155,7 @@ def side_by_side(label, engines, inputs, n_new, beams, threads, reps, one_token)
         if one_token:
             e["first_token_s_median"] = med(one[w.engine])
             e["decode_tok_s"] = (n_new - 1) / (med(full[w.engine]) - med(one[w.engine]))
+            e["decode_tok_s_runs"] = [(n_new - 1) / (f - o) for f, o in zip(full[w.engine], one[w.engine])]
         rec["engines"][w.engine] = e
     q = full.get("quill")
     if q:
@@ -193,17 +202,31 @@ def open_to_first(label, engines, prompt, reps):
     return rec
 
 
-def read_bandwidth():
-    """One thread's read bandwidth, GB/s: the best of 5 numpy sums over 1 GiB of float32."""
-    import numpy as np
-
-    a = np.ones(1 << 28, dtype=np.float32)
+BW_PROBE = r"""
+import sys, time
+import numpy as np
+a = np.ones(1 << 28, dtype=np.float32)
+for line in sys.stdin:
     best = float("inf")
-    for _ in range(5):
+    for _ in range(int(line)):
         t0 = time.perf_counter()
         a.sum()
         best = min(best, time.perf_counter() - t0)
-    return a.nbytes / best / 1e9
+    print(a.nbytes / best / 1e9, flush=True)
+"""
+_BW = []
+
+
+def read_bandwidth(sums=5):
+    """One thread's read bandwidth, GB/s: the best of `sums` numpy sums over 1 GiB of float32.
+    The array lives in a helper process: in this one it would raise the peak RSS that the
+    workers, forked from here, inherit (`ru_maxrss` survives fork and exec)."""
+    if not _BW:
+        _BW.append(subprocess.Popen([PY, "-c", BW_PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    p = _BW[0]
+    p.stdin.write("%d\n" % sums)
+    p.stdin.flush()
+    return float(p.stdout.readline())
 
 
 def bytes_per_step(path, n_src, pos):
@@ -234,20 +257,30 @@ def bytes_per_step(path, n_src, pos):
 
 
 def bandwidth_fractions(results):
+    """Decode speed over the bandwidth bound. Where a b1 record carries the read bandwidth measured
+    before each of quill's repetitions, the fraction is the median of the per-repetition ones;
+    otherwise (older records) it uses the bandwidth measured here, after the run."""
     bw = read_bandwidth()
     rec = {"bench": "bandwidth bound", "read_gb_s": bw, "rows": []}
-    print("\nread bandwidth (1 thread, numpy sum of 1 GiB): %.1f GB/s" % bw)
+    print("\nread bandwidth (1 thread, numpy sum of 1 GiB): %.1f GB/s now;"
+          " fractions use the bandwidth read just before each run" % bw)
     for r in results:
         if r["bench"].startswith("b1") and r["threads"] == 1 and "quill" in r["engines"]:
             e = r["engines"]["quill"]
             path = os.path.join(REF, "quill", e["path"])
             b = bytes_per_step(path, N_SRC, (N_SRC if "llama" in r["bench"] else 0) + N_NEW // 2)
-            bound = bw * 1e9 / b
-            row = {"bench": r["bench"], "bytes_per_token": b, "bound_tok_s": bound,
-                   "decode_tok_s": e["decode_tok_s"], "fraction": e["decode_tok_s"] / bound}
+            runs = list(zip(r.get("read_gb_s", []), e.get("decode_tok_s_runs", [])))
+            if runs:
+                fraction = med([tok_s * b / (gb_s * 1e9) for gb_s, tok_s in runs])
+                run_bw = med([gb_s for gb_s, _ in runs])
+            else:
+                fraction, run_bw = e["decode_tok_s"] * b / (bw * 1e9), bw
+            bound = run_bw * 1e9 / b
+            row = {"bench": r["bench"], "bytes_per_token": b, "read_gb_s": run_bw, "bound_tok_s": bound,
+                   "decode_tok_s": e["decode_tok_s"], "fraction": fraction}
             rec["rows"].append(row)
-            print("  %-24s %6.1f MB/token  bound %6.1f tok/s  quill decode %6.1f tok/s = %3.0f %%" % (
-                r["bench"], b / 1e6, bound, e["decode_tok_s"], 100 * row["fraction"]))
+            print("  %-24s %6.1f MB/token  read %5.1f GB/s  bound %6.1f tok/s  quill decode %6.1f tok/s = %3.0f %%" % (
+                r["bench"], b / 1e6, run_bw, bound, e["decode_tok_s"], 100 * fraction))
     return rec
 
 

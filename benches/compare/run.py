@@ -131,7 +131,8 @@ def side_by_side(label, engines, inputs, n_new, beams, threads, reps, one_token)
     busy = set()
     # Batch-1 runs at 1 thread also measure the read bandwidth just before quill's repetition, so
     # the bandwidth-bound fraction pairs each run with the memory speed of that moment (the
-    # machine's neighbours move both by tens of percent within minutes).
+    # machine's neighbours move both by tens of percent within minutes). The probe's 1 GiB sweep
+    # leaves quill's run with caches cold, which can only lower quill's figures.
     bw = [] if one_token and threads == 1 else None
     for r in range(reps):
         order = workers[r % len(workers):] + workers[: r % len(workers)]
@@ -155,7 +156,9 @@ def side_by_side(label, engines, inputs, n_new, beams, threads, reps, one_token)
         if one_token:
             e["first_token_s_median"] = med(one[w.engine])
             e["decode_tok_s"] = (n_new - 1) / (med(full[w.engine]) - med(one[w.engine]))
-            e["decode_tok_s_runs"] = [(n_new - 1) / (f - o) for f, o in zip(full[w.engine], one[w.engine])]
+            # (a repetition where 128 tokens took no longer than 1, on a noisy moment, has no figure)
+            e["decode_tok_s_runs"] = [(n_new - 1) / (f - o) if f > o else None
+                                      for f, o in zip(full[w.engine], one[w.engine])]
         rec["engines"][w.engine] = e
     q = full.get("quill")
     if q:
@@ -269,7 +272,8 @@ def bandwidth_fractions(results):
             e = r["engines"]["quill"]
             path = os.path.join(REF, "quill", e["path"])
             b = bytes_per_step(path, N_SRC, (N_SRC if "llama" in r["bench"] else 0) + N_NEW // 2)
-            runs = list(zip(r.get("read_gb_s", []), e.get("decode_tok_s_runs", [])))
+            runs = [(gb_s, tok_s) for gb_s, tok_s in zip(r.get("read_gb_s", []), e.get("decode_tok_s_runs", []))
+                    if tok_s]
             if runs:
                 fraction = med([tok_s * b / (gb_s * 1e9) for gb_s, tok_s in runs])
                 run_bw = med([gb_s for gb_s, _ in runs])

@@ -546,21 +546,21 @@ impl Session {
         });
         self.tokens.clear();
         self.tokens.extend_from_slice(tokens);
-        if !m
-            .pool
-            .install(|| self.run_stack(m, &m.tf().decoder, true, tokens.len()))
-        {
-            return Err(Error::Cancelled);
-        }
-        self.dec_pos[0] = pos + tokens.len();
-        self.groups[0] = Group {
-            slot: 0,
-            row0: tokens.len() - 1,
-            len: 1,
-            pos0: 0,
-        };
-        m.pool.install(|| self.compute_logits(m));
-        Ok(())
+        // One pass on a pool worker (see `step_groups`): the prefill, then the logits.
+        m.pool.install(|| {
+            if !self.run_stack(m, &m.tf().decoder, true, tokens.len()) {
+                return Err(Error::Cancelled);
+            }
+            self.dec_pos[0] = pos + tokens.len();
+            self.groups[0] = Group {
+                slot: 0,
+                row0: tokens.len() - 1,
+                len: 1,
+                pos0: 0,
+            };
+            self.compute_logits(m);
+            Ok(())
+        })
     }
 
     /// Forgets the started sequences (the memory stays allocated for the next start).

@@ -145,13 +145,10 @@ pub(super) unsafe fn q8_gemv_one_by(
 ) {
     // SAFETY (all arms): same features as this function.
     unsafe {
-        match (plan.streams, plan.prefetch > 0) {
-            (1, false) => q8_stream::<1, false>(plan.prefetch, x, i0, w, ws, y),
-            (2, false) => q8_stream::<2, false>(plan.prefetch, x, i0, w, ws, y),
-            (1, true) => q8_stream::<1, true>(plan.prefetch, x, i0, w, ws, y),
-            (2, true) => q8_stream::<2, true>(plan.prefetch, x, i0, w, ws, y),
-            (_, false) => q8_stream::<3, false>(plan.prefetch, x, i0, w, ws, y),
-            (_, true) => q8_stream::<3, true>(plan.prefetch, x, i0, w, ws, y),
+        match plan.streams {
+            1 => q8_stream::<1>(plan.prefetch, x, i0, w, ws, y),
+            2 => q8_stream::<2>(plan.prefetch, x, i0, w, ws, y),
+            _ => q8_stream::<3>(plan.prefetch, x, i0, w, ws, y),
         }
     }
 }
@@ -159,7 +156,7 @@ pub(super) unsafe fn q8_gemv_one_by(
 /// The matrix cut into `S` contiguous bands of rows, one row of each band processed at a time,
 /// so the weights are read as `S` long sequential streams — what the hardware prefetchers follow.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_stream<const S: usize, const PF: bool>(
+unsafe fn q8_stream<const S: usize>(
     prefetch: usize,
     x: &QActs,
     i0: usize,
@@ -187,7 +184,7 @@ unsafe fn q8_stream<const S: usize, const PF: bool>(
                 let off = c * 64;
                 let xu = _mm512_xor_si512(_mm512_loadu_si512(xp.add(off).cast()), flip);
                 for t in 0..S {
-                    if PF {
+                    if prefetch > 0 {
                         _mm_prefetch::<_MM_HINT_T0>(wp[t].wrapping_add(off + prefetch).cast());
                     }
                     let wv = _mm512_loadu_si512(wp[t].add(off).cast());

@@ -840,6 +840,28 @@ fn main() {
         g.finish();
     }
 
+    // int8 GEMM with few rows and weights from memory: one 32-token input through an encoder's
+    // feed-forward layer (32 × 2048 × 512), the matrix cycled past L3 as in a model's first pass.
+    {
+        let (m, n, k) = (32, 2048, 512);
+        let ops = (2 * m * n * k) as u64;
+        let wq = Q8Weights::new(n, k, gemv_copies(n * k));
+        let w = wq.matrices();
+        let x = activations(m * k);
+        let mut g = group(&mut c, "gemm_q8_32x2048x512", Throughput::Elements(ops));
+        let secs = bench_linear(&mut g, best, &one, x.get(), m, &w);
+        rows.push(Row {
+            kernel: format!("int8 GEMM {m}×{n}×{k}, from memory"),
+            isa: best.isa,
+            threads: 1,
+            work: ops,
+            limit: Limit::Int8,
+            target: None,
+            secs,
+        });
+        g.finish();
+    }
+
     // Probed again: a limit measured while other work ran would make every fraction too high.
     let after = probe();
     c.final_summary();

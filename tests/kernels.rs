@@ -236,8 +236,9 @@ fn gemm_float_weights_match_scalar() {
 
 #[test]
 fn gemm_f32_large_blocked_shapes() {
-    // Shapes that cross every cache-blocking boundary of the packed GEMM (the last two: several
-    // column blocks of the AVX2 int8 product, with left-over columns).
+    // Shapes that cross every cache-blocking boundary of the packed GEMM (16 × 1000 and
+    // 25 × 700: several column blocks of the AVX2 int8 product, with left-over columns; 33 × 31 ×
+    // 255 and 65 × 17 × 64: a last short register tile with a partial last word, and with none).
     let mut rng = Rng::new(14);
     for kern in simd_tables() {
         for (m, n, k) in [
@@ -246,6 +247,8 @@ fn gemm_f32_large_blocked_shapes() {
             (130, 70, 1030),
             (16, 1000, 512),
             (25, 700, 2048),
+            (33, 31, 255),
+            (65, 17, 64),
         ] {
             let (x, w) = (rng.gaussians(m * k), rng.gaussians(n * k));
             let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);

@@ -263,10 +263,9 @@ impl<'a> Writer<'a> {
         tmp.push(format!(".tmp{}", std::process::id()));
         let tmp = std::path::PathBuf::from(tmp);
         let result = (|| {
-            let file = std::fs::File::create(&tmp)?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut out = AlignedChunks::new(std::fs::File::create(&tmp)?);
             self.write_to(&mut out)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            out.finish()?.sync_all()?;
             std::fs::rename(&tmp, path)
         })();
         if let Err(e) = result {
@@ -274,5 +273,85 @@ impl<'a> Writer<'a> {
             return Err(Error::io(shown, e));
         }
         Ok(())
+    }
+}
+
+/// Bytes of each `write` of [`AlignedChunks`].
+const WRITE_CHUNK: usize = 4 << 20;
+
+/// A buffered writer whose writes are all [`WRITE_CHUNK`] bytes at offsets that are multiples of
+/// it (but the last). `BufWriter` hands large writes straight through at whatever offset they
+/// start; with aligned 4 MiB writes, Linux keeps a new file in the page cache as 2 MiB folios,
+/// which a later mmap maps several times faster than small ones (populating the 62 MB map of a
+/// Marian-base int8 model: 0.1–0.7 ms after aligned 4 MiB writes, 2.7–3.3 ms after 1 MiB
+/// writes starting past the header, 4 ms after 64 KiB writes; ext4, Linux 6.18) — the first
+/// token after opening a file the converter just wrote, on the machine that wrote it.
+struct AlignedChunks<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> AlignedChunks<W> {
+    fn new(inner: W) -> Self {
+        AlignedChunks {
+            inner,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+        }
+    }
+
+    /// Writes what is buffered and returns the inner writer.
+    fn finish(mut self) -> std::io::Result<W> {
+        self.inner.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for AlignedChunks<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(WRITE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == WRITE_CHUNK {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+
+    /// Only [`AlignedChunks::finish`] writes a partial chunk; this flushes the inner writer.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    /// Records the length of every write it is given.
+    struct Lens(Vec<u8>, Vec<usize>);
+
+    impl Write for Lens {
+        fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(d);
+            self.1.push(d.len());
+            Ok(d.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn aligned_chunks_write_whole_chunks_and_keep_the_bytes() {
+        let data: Vec<u8> = (0..2 * WRITE_CHUNK + 12345).map(|i| (i % 251) as u8).collect();
+        let mut w = AlignedChunks::new(Lens(Vec::new(), Vec::new()));
+        // Pieces of every size, one larger than a chunk.
+        for piece in [&data[..10], &data[10..WRITE_CHUNK + 77], &data[WRITE_CHUNK + 77..]] {
+            w.write_all(piece).unwrap();
+        }
+        let Lens(bytes, lens) = w.finish().unwrap();
+        assert_eq!(bytes, data);
+        assert_eq!(lens, [WRITE_CHUNK, WRITE_CHUNK, 12345]);
     }
 }

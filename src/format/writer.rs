@@ -344,10 +344,16 @@ mod chunk_tests {
 
     #[test]
     fn aligned_chunks_write_whole_chunks_and_keep_the_bytes() {
-        let data: Vec<u8> = (0..2 * WRITE_CHUNK + 12345).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..2 * WRITE_CHUNK + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut w = AlignedChunks::new(Lens(Vec::new(), Vec::new()));
         // Pieces of every size, one larger than a chunk.
-        for piece in [&data[..10], &data[10..WRITE_CHUNK + 77], &data[WRITE_CHUNK + 77..]] {
+        for piece in [
+            &data[..10],
+            &data[10..WRITE_CHUNK + 77],
+            &data[WRITE_CHUNK + 77..],
+        ] {
             w.write_all(piece).unwrap();
         }
         let Lens(bytes, lens) = w.finish().unwrap();

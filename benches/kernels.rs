@@ -596,6 +596,39 @@ fn group<'a>(
 /// Benchmarks `Y = X · Wᵀ` through `kern.linear` on `pool` as `<isa>/<threads>t` in `g`, `W`
 /// taking each matrix of `ws` in turn, and returns the median seconds per call over the measured
 /// samples (`None` when filtered out).
+/// Benchmarks the int8 GEMM `m × n × k` of `kern` on `pool`, cycling over `copies` matrices
+/// (more than one: the weights come from memory), as a row of the table.
+fn gemm_q8_row(
+    c: &mut Criterion,
+    kern: &Kernels,
+    pool: &Pool,
+    (m, n, k): (usize, usize, usize),
+    copies: usize,
+    target: Option<f64>,
+) -> Row {
+    let ops = 2 * (m * n * k) as u64;
+    let wq = Q8Weights::new(n, k, copies);
+    let w = wq.matrices();
+    let x = activations(m * k);
+    let mut g = group(
+        c,
+        &format!("gemm_q8_{m}x{n}x{k}"),
+        Throughput::Elements(ops),
+    );
+    let secs = bench_linear(&mut g, kern, pool, x.get(), m, &w);
+    g.finish();
+    let from = if copies > 1 { ", from memory" } else { "" };
+    Row {
+        kernel: format!("int8 GEMM {m}×{n}×{k}{from}"),
+        isa: kern.isa,
+        threads: pool.threads(),
+        work: ops,
+        limit: Limit::Int8,
+        target,
+        secs,
+    }
+}
+
 fn bench_linear(
     g: &mut BenchmarkGroup<WallTime>,
     kern: &Kernels,
@@ -823,44 +856,26 @@ fn main() {
         }
         g.finish();
     }
-    {
-        let wq = Q8Weights::new(n, k, 1);
-        let w = wq.matrices();
-        let mut g = group(&mut c, "gemm_q8_512x2048x2048", Throughput::Elements(ops));
-        let secs = bench_linear(&mut g, best, &one, x.get(), m, &w);
-        rows.push(Row {
-            kernel: format!("int8 GEMM {m}×{n}×{k}"),
-            isa: best.isa,
-            threads: 1,
-            work: ops,
-            limit: Limit::Int8,
-            target: Some(TARGET_GEMM_Q8),
-            secs,
-        });
-        g.finish();
-    }
+    rows.push(gemm_q8_row(
+        &mut c,
+        best,
+        &one,
+        (m, n, k),
+        1,
+        Some(TARGET_GEMM_Q8),
+    ));
 
     // int8 GEMM with few rows and weights from memory: one 32-token input through an encoder's
     // feed-forward layer (32 × 2048 × 512), the matrix cycled past L3 as in a model's first pass.
-    {
-        let (m, n, k) = (32, 2048, 512);
-        let ops = (2 * m * n * k) as u64;
-        let wq = Q8Weights::new(n, k, gemv_copies(n * k));
-        let w = wq.matrices();
-        let x = activations(m * k);
-        let mut g = group(&mut c, "gemm_q8_32x2048x512", Throughput::Elements(ops));
-        let secs = bench_linear(&mut g, best, &one, x.get(), m, &w);
-        rows.push(Row {
-            kernel: format!("int8 GEMM {m}×{n}×{k}, from memory"),
-            isa: best.isa,
-            threads: 1,
-            work: ops,
-            limit: Limit::Int8,
-            target: None,
-            secs,
-        });
-        g.finish();
-    }
+    let copies = gemv_copies(2048 * 512);
+    rows.push(gemm_q8_row(
+        &mut c,
+        best,
+        &one,
+        (32, 2048, 512),
+        copies,
+        None,
+    ));
 
     // Probed again: a limit measured while other work ran would make every fraction too high.
     let after = probe();

@@ -304,7 +304,6 @@ impl<W: Write> AlignedChunks<W> {
     /// Writes what is buffered and returns the inner writer.
     fn finish(mut self) -> std::io::Result<W> {
         self.inner.write_all(&self.buf)?;
-        self.buf.clear();
         Ok(self.inner)
     }
 }

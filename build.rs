@@ -13,6 +13,7 @@ const ABI: u32 = 1;
 fn main() {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libquill.so.{ABI}");
+        soname_link();
     }
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=src/ffi/mod.rs");
@@ -29,5 +30,22 @@ fn main() {
     header.write_to_file(&out);
     if std::env::var("CI").map(|v| v != "true").unwrap_or(true) {
         header.write_to_file(root.join("include/quill.h"));
+    }
+}
+
+/// `libquill.so.<ABI> -> libquill.so` beside the built library (target/<profile>/), so that a
+/// program linked with `-L target/release -lquill` finds its SONAME there at run time. The link
+/// is made before the library exists (this script runs first) and dangles until then.
+fn soname_link() {
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // OUT_DIR is <target>/<profile>/build/quill-<hash>/out.
+    let Some(profile_dir) = out.ancestors().nth(3) else {
+        return;
+    };
+    let link = profile_dir.join(format!("libquill.so.{ABI}"));
+    if std::fs::symlink_metadata(&link).is_err() {
+        // Best effort: a read-only target directory only loses the convenience link.
+        #[cfg(unix)]
+        let _ = std::os::unix::fs::symlink("libquill.so", &link);
     }
 }

@@ -96,7 +96,7 @@ fn below(rng: &mut Rng, n: u64) -> u64 {
 /// A new session with random limits, and its (max_batch, beams).
 fn new_session(model: &Model, rng: &mut Rng) -> (*mut quill_session, u64, u64) {
     let mut p: quill_session_params = unsafe { std::mem::zeroed() };
-    quill_session_default_params(&mut p);
+    unsafe { quill_session_params_init(&mut p, std::mem::size_of::<quill_session_params>()) };
     p.max_batch = 1 + below(rng, 4) as u32;
     p.beams = 1 + below(rng, 4) as u32;
     p.max_input_len = [0, 16, 64][below(rng, 3) as usize];
@@ -147,7 +147,13 @@ fn worker(model: &Model, slot: &Slot, stats: &Stats, seed: u64, until: Instant) 
         let over = below(&mut rng, 10) == 0;
         let session = *slot.0.lock().unwrap();
         let mut gp: quill_generate_params = unsafe { std::mem::zeroed() };
-        unsafe { quill_generate_default_params(model.0, &mut gp) };
+        unsafe {
+            quill_generate_params_init(
+                model.0,
+                &mut gp,
+                std::mem::size_of::<quill_generate_params>(),
+            )
+        };
         gp.max_new_tokens = [1, 4, 16, 64, 100_000][below(&mut rng, 5) as usize];
         gp.beams = 1;
         match below(&mut rng, 3) {
@@ -250,7 +256,7 @@ fn main() {
     let threads: usize = args.get(4).map_or(4, |t| t.parse().expect("THREADS"));
     let path = CString::new(args[1].as_str()).unwrap();
     let mut mp: quill_model_params = unsafe { std::mem::zeroed() };
-    quill_model_default_params(&mut mp);
+    unsafe { quill_model_params_init(&mut mp, std::mem::size_of::<quill_model_params>()) };
     mp.threads = 1;
     let mut m = ptr::null_mut();
     assert_eq!(

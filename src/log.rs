@@ -1,7 +1,7 @@
 //! Where quill's few diagnostics go: a callback the host application installs (the C API's
 //! `quill_set_log_callback`), else standard error.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// Severity of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,7 +11,8 @@ pub enum Level {
     Info = 2,
 }
 
-type Sink = Box<dyn Fn(Level, &str) + Send + Sync>;
+/// A destination for messages; it may run on any thread.
+pub type Sink = Arc<dyn Fn(Level, &str) + Send + Sync>;
 
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
 
@@ -21,7 +22,9 @@ pub fn set_sink(sink: Option<Sink>) {
 }
 
 pub(crate) fn log(level: Level, msg: &str) {
-    match &*SINK.read().unwrap_or_else(|e| e.into_inner()) {
+    // The sink is called with no lock held, so it may log or replace itself.
+    let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match sink {
         Some(f) => f(level, msg),
         None if level == Level::Warn => eprintln!("quill: {msg}"),
         None => {}

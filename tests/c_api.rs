@@ -1,7 +1,9 @@
 //! The C API through the real header and the built libraries: tests/c/test_api.c compiled
 //! against libquill.so and against libquill.a, then run (under valgrind memcheck when
-//! QUILL_VALGRIND=1, which CI sets). Also: the exported symbols are exactly the append-only list
-//! in tests/c/symbols.txt.
+//! QUILL_VALGRIND=1, which CI sets, at AVX2, the widest level valgrind runs), and under
+//! AddressSanitizer at the run-time kernel level with an int8 model; a program written against
+//! the first released header (tests/c/abi_v1) run against today's library under ASan. Also: the
+//! exported symbols are exactly the append-only list in tests/c/symbols.txt, and the SONAME.
 #![cfg(all(target_os = "linux", feature = "tokenizer"))]
 
 use std::path::{Path, PathBuf};
@@ -138,7 +140,15 @@ fn build_c(
     exe
 }
 
+/// The kernel level C programs run at: AVX2 (what valgrind can run) unless `isa` says otherwise
+/// (`None`: the run-time choice).
+const VALGRIND_ISA: Option<&str> = Some("avx2");
+
 fn run_c(exe: &Path, args: &[&std::ffi::OsStr], valgrind: bool) {
+    run_c_at(exe, args, valgrind, VALGRIND_ISA)
+}
+
+fn run_c_at(exe: &Path, args: &[&std::ffi::OsStr], valgrind: bool, isa: Option<&str>) {
     let mut run = if valgrind {
         let mut c = Command::new("valgrind");
         c.args([
@@ -152,12 +162,12 @@ fn run_c(exe: &Path, args: &[&std::ffi::OsStr], valgrind: bool) {
     } else {
         Command::new(exe)
     };
-    // valgrind does not know AVX-512: the C tests run the AVX2 kernels everywhere.
-    let out = run
-        .args(args)
-        .env("QUILL_FORCE_ISA", "avx2")
-        .output()
-        .unwrap();
+    run.args(args);
+    match isa {
+        Some(isa) => run.env("QUILL_FORCE_ISA", isa),
+        None => run.env_remove("QUILL_FORCE_ISA"),
+    };
+    let out = run.output().unwrap();
     assert!(
         out.status.success(),
         "{} (valgrind={valgrind}) failed:\n{}\n{}",
@@ -181,6 +191,85 @@ fn marian(dir: &Path) -> PathBuf {
     model
 }
 
+/// The Marian fixture with `num_beams: 4` in its generation defaults (as the shipped demo model
+/// has), so that the defaults of sessions and decoding differ; f32, or int8 with `int8`.
+fn marian_beams4(dir: &Path, int8: bool) -> PathBuf {
+    let src = dir.join("hf-marian-beams4");
+    if !src.exists() {
+        std::fs::create_dir_all(&src).unwrap();
+        for e in std::fs::read_dir(root().join("tests/fixtures/hf/marian")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
+        }
+        let g = src.join("generation_config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&g).unwrap()).unwrap();
+        v["num_beams"] = 4.into();
+        std::fs::write(&g, v.to_string()).unwrap();
+    }
+    let model = dir.join(if int8 {
+        "marian-b4-int8.quill"
+    } else {
+        "marian-b4.quill"
+    });
+    if !model.exists() {
+        let options = ConvertOptions {
+            quantize: int8.then_some(quill::convert::quantize::Target::Int8),
+        };
+        convert_hf(&src, &model, &options, &mut |_, _| {}).unwrap();
+    }
+    model
+}
+
+/// Greedy ids (24 new tokens at most) of `text` through the Rust API, as the C suite's
+/// expected-ids argument, for models without a `transformers` golden (int8).
+fn rust_greedy_ids(model: &Path, text: &str) -> String {
+    use quill::decode::{GenerateOptions, Strategy, generate};
+    let m = quill::Model::open(model, &quill::OpenOptions::default()).unwrap();
+    let ids = m.tokenizer().unwrap().encode(text, true).unwrap();
+    let mut s = quill::Session::new(&m, quill::Limits::default().fit(&m)).unwrap();
+    let o = GenerateOptions {
+        max_new_tokens: 24,
+        strategy: Strategy::Greedy,
+        ..GenerateOptions::model_defaults(&m).unwrap()
+    };
+    let g = generate(&mut s, &[&ids], &o, None, None).unwrap();
+    g.outputs[0][0]
+        .ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether clang can build with AddressSanitizer here (Debian: clang + libclang-rt-14-dev);
+/// required in CI.
+fn have_asan(dir: &Path) -> bool {
+    let ok = have("clang") && {
+        let probe = dir.join("probe.c");
+        std::fs::write(&probe, "int main(void){return 0;}").unwrap();
+        Command::new("clang")
+            .args(["-fsanitize=address"])
+            .arg(&probe)
+            .arg("-o")
+            .arg(dir.join("probe"))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        ok || std::env::var("CI").is_err(),
+        "CI must have clang with AddressSanitizer"
+    );
+    ok
+}
+
+const ASAN: &[&str] = &[
+    "-std=c11",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=undefined",
+    "-fno-omit-frame-pointer",
+];
+
 #[test]
 fn c_test_suite_passes_against_shared_and_static_libraries() {
     if !have("cc") {
@@ -189,7 +278,7 @@ fn c_test_suite_passes_against_shared_and_static_libraries() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let model = marian(dir.path());
+    let model = marian_beams4(dir.path(), false);
     let (text, ids) = golden_ids();
     let valgrind = std::env::var("QUILL_VALGRIND").is_ok_and(|v| v == "1");
     assert!(
@@ -216,6 +305,70 @@ fn c_test_suite_passes_against_shared_and_static_libraries() {
 }
 
 #[test]
+fn c_test_suite_under_asan_at_the_run_time_level_with_an_int8_model() {
+    let dir = tempfile::tempdir().unwrap();
+    if !have_asan(dir.path()) {
+        eprintln!("skipped: no clang with AddressSanitizer");
+        return;
+    }
+    let model = marian_beams4(dir.path(), true);
+    let (text, _) = golden_ids();
+    let ids = rust_greedy_ids(&model, &text);
+    let exe = build_c(
+        dir.path(),
+        "tests/c/test_api.c",
+        "test_api_asan",
+        "clang",
+        ASAN,
+        false,
+    );
+    run_c_at(
+        &exe,
+        &[model.as_os_str(), text.as_ref(), ids.as_ref()],
+        false,
+        None,
+    );
+}
+
+/// A program written against the first released header (tests/c/abi_v1/quill.h, commit
+/// e946b24: smaller model params, session params and model info) runs against today's library:
+/// nothing is written past its structs (ASan), and it decodes the golden.
+#[test]
+fn a_program_built_against_the_first_header_runs_against_this_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = marian(dir.path());
+    let (text, ids) = golden_ids();
+    let v1 = format!("-I{}", root().join("tests/c/abi_v1").display());
+    let args = [model.as_os_str(), text.as_ref(), ids.as_ref()];
+    // The old header comes before include/ on the search path.
+    let exe = build_c(
+        dir.path(),
+        "tests/c/test_abi_v1.c",
+        "abi_v1",
+        "cc",
+        &["-std=c11", &v1],
+        false,
+    );
+    run_c(
+        &exe,
+        &args,
+        std::env::var("QUILL_VALGRIND").is_ok_and(|v| v == "1"),
+    );
+    if have_asan(dir.path()) {
+        let flags: Vec<&str> = ASAN.iter().copied().chain([v1.as_str()]).collect();
+        let exe = build_c(
+            dir.path(),
+            "tests/c/test_abi_v1.c",
+            "abi_v1_asan",
+            "clang",
+            &flags,
+            false,
+        );
+        run_c_at(&exe, &args, false, None);
+    }
+}
+
+#[test]
 fn eight_threads_with_their_own_sessions_match_a_sequential_run() {
     if !have("cc") {
         assert!(std::env::var("CI").is_err(), "CI must have a C compiler");
@@ -232,23 +385,8 @@ fn eight_threads_with_their_own_sessions_match_a_sequential_run() {
         false,
     );
     run_c(&exe, &[model.as_os_str()], false);
-    // And under AddressSanitizer (Debian: clang + libclang-rt-14-dev), required in CI.
-    let asan = have("clang") && {
-        let probe = dir.path().join("probe.c");
-        std::fs::write(&probe, "int main(void){return 0;}").unwrap();
-        Command::new("clang")
-            .args(["-fsanitize=address"])
-            .arg(&probe)
-            .arg("-o")
-            .arg(dir.path().join("probe"))
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !asan {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have clang with AddressSanitizer"
-        );
+    // And under AddressSanitizer, at the run-time kernel level.
+    if !have_asan(dir.path()) {
         eprintln!("skipped the AddressSanitizer run: no clang with ASan runtime");
         return;
     }
@@ -260,30 +398,13 @@ fn eight_threads_with_their_own_sessions_match_a_sequential_run() {
         &["-std=c11", "-fsanitize=address", "-fno-omit-frame-pointer"],
         false,
     );
-    run_c(&exe, &[model.as_os_str()], false);
-    let exe = build_c(
-        dir.path(),
-        "tests/c/test_api.c",
-        "test_api_asan",
-        "clang",
-        &[
-            "-std=c11",
-            "-fsanitize=address,undefined",
-            "-fno-omit-frame-pointer",
-        ],
-        false,
-    );
-    let (text, ids) = golden_ids();
-    run_c(
-        &exe,
-        &[model.as_os_str(), text.as_ref(), ids.as_ref()],
-        false,
-    );
+    run_c_at(&exe, &[model.as_os_str()], false, None);
 }
 
 #[test]
 fn exported_symbols_are_the_append_only_list() {
     if !have("nm") {
+        assert!(std::env::var("CI").is_err(), "CI must have nm (binutils)");
         eprintln!("skipped: no nm");
         return;
     }
@@ -322,6 +443,10 @@ fn exported_symbols_are_the_append_only_list() {
 #[test]
 fn shared_library_soname_carries_the_abi_major() {
     if !have("readelf") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have readelf (binutils)"
+        );
         eprintln!("skipped: no readelf");
         return;
     }
@@ -438,11 +563,25 @@ fn cpp_binding_gives_the_same_ids() {
         &["-std=c++17", &include],
         false,
     );
-    run_c(
-        &exe,
-        &[model.as_os_str(), expected.as_os_str(), text.as_ref()],
-        false,
-    );
+    let args = [model.as_os_str(), expected.as_os_str(), text.as_ref()];
+    run_c(&exe, &args, false);
+    // Under AddressSanitizer and LeakSanitizer (clang++), at the run-time kernel level.
+    if have_asan(dir.path()) {
+        let exe = build_c(
+            dir.path(),
+            "bindings/cpp/test_quill.cpp",
+            "test_quill_cpp_asan",
+            "clang++",
+            &[
+                "-std=c++17",
+                &include,
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+            ],
+            false,
+        );
+        run_c_at(&exe, &args, false, None);
+    }
 }
 
 #[test]

@@ -42,7 +42,7 @@ fn rss_bytes() -> u64 {
 fn open(path: &Path, threads: u32, in_memory: bool) -> Result<*mut quill_model, quill_status> {
     let p = CString::new(path.to_str().unwrap()).unwrap();
     let mut mp: quill_model_params = unsafe { std::mem::zeroed() };
-    quill_model_default_params(&mut mp);
+    unsafe { quill_model_params_init(&mut mp, std::mem::size_of::<quill_model_params>()) };
     mp.threads = threads;
     mp.in_memory = in_memory as i32;
     let mut m = ptr::null_mut();
@@ -57,7 +57,7 @@ fn open(path: &Path, threads: u32, in_memory: bool) -> Result<*mut quill_model, 
 
 fn session_params() -> quill_session_params {
     let mut p: quill_session_params = unsafe { std::mem::zeroed() };
-    quill_session_default_params(&mut p);
+    unsafe { quill_session_params_init(&mut p, std::mem::size_of::<quill_session_params>()) };
     p
 }
 
@@ -78,7 +78,9 @@ fn session(
 fn greedy(m: *mut quill_model) -> quill_generate_params {
     let mut g: quill_generate_params = unsafe { std::mem::zeroed() };
     assert_eq!(
-        unsafe { quill_generate_default_params(m, &mut g) },
+        unsafe {
+            quill_generate_params_init(m, &mut g, std::mem::size_of::<quill_generate_params>())
+        },
         QUILL_OK
     );
     g.beams = 1;

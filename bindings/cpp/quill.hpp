@@ -5,8 +5,8 @@
 // threads; a quill::session belongs to one thread at a time (cancel() excepted).
 //
 //   quill::model m("model.quill");
-//   quill::session s = m.new_session();
-//   auto out = s.generate_text({"Open the file"});
+//   quill::session s = m.new_session();            // sized to fit the model
+//   auto out = s.generate_text({"Open the file"}); // the model's own decoding defaults
 //   std::cout << out[0][0].text << "\n";
 #pragma once
 
@@ -44,7 +44,7 @@ struct hypothesis {
 
 /// Decoding options (defaults: the model's own, see quill_generate_default_params).
 struct options {
-  quill_generate_params params;
+  quill_generate_params params{};
 };
 
 /// Called with the final tokens of input `input` and their text (empty for ids generation);
@@ -56,7 +56,7 @@ class session;
 class model {
  public:
   explicit model(const std::string &path, uint32_t threads = 0, bool in_memory = false) {
-    quill_model_params p;
+    quill_model_params p{};
     check(quill_model_default_params(&p));
     p.threads = threads;
     p.in_memory = in_memory ? 1 : 0;
@@ -97,8 +97,9 @@ class model {
     return o;
   }
 
-  session new_session(uint32_t max_batch = 1, uint32_t max_input_len = 512, uint32_t max_new_tokens = 256,
-                      uint32_t beams = 1) const;
+  /// A session; a length or `beams` of 0 fits the model (its positions, its default decoding).
+  session new_session(uint32_t max_batch = 1, uint32_t max_input_len = 0, uint32_t max_new_tokens = 0,
+                      uint32_t beams = 0) const;
 
   const quill_model *get() const noexcept { return ptr_.get(); }
 
@@ -118,6 +119,48 @@ class session {
 
   std::vector<std::vector<hypothesis>> generate_ids(const std::vector<std::vector<uint32_t>> &inputs, const options &o,
                                                     stream_fn on_tokens = nullptr, bool *stopped = nullptr) {
+    return ids_call(inputs, &o.params, on_tokens, stopped);
+  }
+
+  /// With the model's own decoding defaults.
+  std::vector<std::vector<hypothesis>> generate_ids(const std::vector<std::vector<uint32_t>> &inputs) {
+    return ids_call(inputs, nullptr, nullptr, nullptr);
+  }
+
+  std::vector<std::vector<hypothesis>> generate_text(const std::vector<std::string> &texts, const options &o,
+                                                     stream_fn on_tokens = nullptr, bool *stopped = nullptr) {
+    return text_call(texts, &o.params, on_tokens, stopped);
+  }
+
+  /// With the model's own decoding defaults.
+  std::vector<std::vector<hypothesis>> generate_text(const std::vector<std::string> &texts) {
+    return text_call(texts, nullptr, nullptr, nullptr);
+  }
+
+  /// One turn of a conversation with a decoder-only model (the session keeps the earlier turns'
+  /// cache); `message` formatted as the model expects. Returns the reply.
+  hypothesis chat(const std::string &message, stream_fn on_tokens = nullptr) {
+    quill_result *r = nullptr;
+    call_state st{&on_tokens, nullptr};
+    quill_status s = quill_chat_turn(ptr_.get(), message.c_str(), nullptr, on_tokens ? &trampoline : nullptr, &st, &r);
+    result_ptr owned(r, quill_result_free);  // freed on every path below
+    check(s);
+    if (st.exception) std::rethrow_exception(st.exception);
+    return collect(r, true, nullptr)[0][0];
+  }
+
+  /// Forgets the conversation and the started sequences.
+  void reset() { check(quill_session_reset(ptr_.get())); }
+
+ private:
+  struct call_state {
+    stream_fn *fn;
+    std::exception_ptr exception;
+  };
+  using result_ptr = std::unique_ptr<quill_result, void (*)(quill_result *)>;
+
+  std::vector<std::vector<hypothesis>> ids_call(const std::vector<std::vector<uint32_t>> &inputs,
+                                                const quill_generate_params *p, stream_fn on_tokens, bool *stopped) {
     std::vector<const uint32_t *> ptrs;
     std::vector<size_t> lens;
     for (const auto &v : inputs) {
@@ -126,29 +169,27 @@ class session {
     }
     quill_result *r = nullptr;
     call_state st{&on_tokens, nullptr};
-    check(quill_generate_ids(ptr_.get(), ptrs.data(), lens.data(), inputs.size(), &o.params,
-                             on_tokens ? &trampoline : nullptr, &st, &r));
+    quill_status s = quill_generate_ids(ptr_.get(), ptrs.data(), lens.data(), inputs.size(), p,
+                                        on_tokens ? &trampoline : nullptr, &st, &r);
+    result_ptr owned(r, quill_result_free);  // freed also when the callback's exception is rethrown
+    check(s);
     if (st.exception) std::rethrow_exception(st.exception);
     return collect(r, false, stopped);
   }
 
-  std::vector<std::vector<hypothesis>> generate_text(const std::vector<std::string> &texts, const options &o,
-                                                     stream_fn on_tokens = nullptr, bool *stopped = nullptr) {
+  std::vector<std::vector<hypothesis>> text_call(const std::vector<std::string> &texts, const quill_generate_params *p,
+                                                 stream_fn on_tokens, bool *stopped) {
     std::vector<const char *> ptrs;
     for (const auto &t : texts) ptrs.push_back(t.c_str());
     quill_result *r = nullptr;
     call_state st{&on_tokens, nullptr};
-    check(quill_generate_text(ptr_.get(), ptrs.data(), ptrs.size(), &o.params, on_tokens ? &trampoline : nullptr, &st,
-                              &r));
+    quill_status s = quill_generate_text(ptr_.get(), ptrs.data(), ptrs.size(), p, on_tokens ? &trampoline : nullptr,
+                                         &st, &r);
+    result_ptr owned(r, quill_result_free);
+    check(s);
     if (st.exception) std::rethrow_exception(st.exception);
     return collect(r, true, stopped);
   }
-
- private:
-  struct call_state {
-    stream_fn *fn;
-    std::exception_ptr exception;
-  };
 
   // The C callback: exceptions must not cross into the library, so they stop the generation and
   // are rethrown afterwards.
@@ -163,8 +204,8 @@ class session {
     }
   }
 
-  static std::vector<std::vector<hypothesis>> collect(quill_result *r, bool with_text, bool *stopped) {
-    std::unique_ptr<quill_result, void (*)(quill_result *)> owned(r, quill_result_free);
+  /// Reads a result (owned by the caller).
+  static std::vector<std::vector<hypothesis>> collect(const quill_result *r, bool with_text, bool *stopped) {
     if (stopped) *stopped = quill_result_stopped(r) != 0;
     std::vector<std::vector<hypothesis>> out(quill_result_inputs(r));
     for (size_t i = 0; i < out.size(); i++) {
@@ -194,7 +235,7 @@ class session {
 
 inline session model::new_session(uint32_t max_batch, uint32_t max_input_len, uint32_t max_new_tokens,
                                   uint32_t beams) const {
-  quill_session_params p;
+  quill_session_params p{};
   check(quill_session_default_params(&p));
   p.max_batch = max_batch;
   p.max_input_len = max_input_len;

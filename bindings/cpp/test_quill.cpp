@@ -36,6 +36,7 @@ int main(int argc, char **argv) {
   quill::session s = m.new_session(2, 64, 32, 4);
   auto o = m.default_options();
   o.params.max_new_tokens = 24;
+  o.params.beams = 1;
   expect("greedy", s.generate_ids({ids}, o)[0][0].ids);
   auto ob = o;
   ob.params.beams = 4;
@@ -76,6 +77,26 @@ int main(int argc, char **argv) {
   if (!stopped) {
     std::cerr << "cancel did not stop\n";
     failures++;
+  }
+  // A throwing callback stops the generation; the exception comes out, nothing leaks
+  // (LeakSanitizer in the ASan build).
+  try {
+    s.generate_text({text}, o, [&](size_t, const std::vector<uint32_t> &, const std::string &) -> bool {
+      throw std::runtime_error("from the callback");
+    });
+    std::cerr << "the callback's exception was lost\n";
+    failures++;
+  } catch (const std::runtime_error &e) {
+    if (std::string(e.what()) != "from the callback") failures++;
+  }
+  // All defaults: a session that fits the model, its own decoding.
+  {
+    quill::session d = m.new_session();
+    auto out = d.generate_text({text});
+    if (out.size() != 1 || out[0].empty() || out[0][0].text.empty()) {
+      std::cerr << "all-defaults generation gave no text\n";
+      failures++;
+    }
   }
   // Errors are exceptions with the status.
   try {

@@ -38,7 +38,7 @@ fn models() -> &'static Models {
             .expect("converting the fixture");
             let path = CString::new(out.to_str().unwrap()).unwrap();
             let mut p: quill_model_params = unsafe { std::mem::zeroed() };
-            quill_model_default_params(&mut p);
+            unsafe { quill_model_params_init(&mut p, std::mem::size_of::<quill_model_params>()) };
             p.threads = 1;
             let mut m = ptr::null_mut();
             assert_eq!(
@@ -122,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let model = models().0[(b.u8() % 2) as usize];
     let mut sp: quill_session_params = unsafe { std::mem::zeroed() };
-    quill_session_default_params(&mut sp);
+    unsafe { quill_session_params_init(&mut sp, std::mem::size_of::<quill_session_params>()) };
     sp.max_batch = 1 + (b.u8() % 4) as u32;
     sp.max_input_len = (b.u8() % 48) as u32;
     sp.max_new_tokens = (b.u8() % 24) as u32;
@@ -132,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut gp: quill_generate_params = unsafe { std::mem::zeroed() };
-    unsafe { quill_generate_default_params(model, &mut gp) };
+    unsafe { quill_generate_params_init(model, &mut gp, std::mem::size_of::<quill_generate_params>()) };
     gp.max_new_tokens = b.u16() as u32;
     gp.min_new_tokens = (b.u8() % 32) as u32;
     gp.beams = (b.u8() % 7) as u32;

@@ -115,20 +115,20 @@ pub(crate) fn run(
 ) -> Result<Generation> {
     let o = ctx.options;
     let vocab = session.model().config().vocab_size;
-    if let Some(c) = ctx.cancel {
-        c.reset();
+    // Stopped before the first token: one empty hypothesis per input.
+    let stopped_at_start = || Generation {
+        outputs: vec![vec![Hypothesis::default()]; inputs.len()],
+        stopped: true,
+    };
+    if ctx.cancel.is_some_and(|c| c.is_cancelled()) {
+        return Ok(stopped_at_start());
     }
     if let Begin::Fresh = begin {
         session.set_cancel(ctx.cancel.cloned());
         let started = session.start_beams(inputs, k);
         session.set_cancel(None);
         match started {
-            Err(crate::error::Error::Cancelled) => {
-                return Ok(Generation {
-                    outputs: vec![Vec::new(); inputs.len()],
-                    stopped: true,
-                });
-            }
+            Err(crate::error::Error::Cancelled) => return Ok(stopped_at_start()),
             r => r?,
         }
     }

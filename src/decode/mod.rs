@@ -13,14 +13,18 @@
 //! Try it: `quill run model.quill "Open the file" --beams 4`.
 
 mod beam;
+mod params;
 mod processors;
 pub mod rng;
+pub mod text;
 
 use crate::error::{Error, Result};
 use crate::format::Arch;
 pub use crate::model::CancelHandle;
 use crate::model::Session;
+pub use params::{Params, fit_limits};
 pub use rng::Rng;
+pub use text::TextStream;
 
 /// How the next token is chosen.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,7 +140,7 @@ impl Default for GenerateOptions {
 }
 
 /// One generated sequence.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Hypothesis {
     /// Generated ids (the prefix included, the decoder start id and the prompt not), ending with
     /// the end-of-sequence id when one was produced.
@@ -180,6 +184,12 @@ impl GenerateOptions {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         if self.max_new_tokens == 0 {
             return bad("max_new_tokens must be at least 1".into());
+        }
+        if self.min_new_tokens > self.max_new_tokens {
+            return bad(format!(
+                "min_new_tokens ({}) is above max_new_tokens ({})",
+                self.min_new_tokens, self.max_new_tokens
+            ));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return bad(format!(
@@ -232,7 +242,25 @@ impl GenerateOptions {
 }
 
 /// Runs a generation on `session` for `inputs` (source sentences or prompts, as ids).
+///
+/// `cancel` stops it within one step (or one layer of the encoder or prefill); a cancel made
+/// before the call stops it at once, so a request that races with the start is never lost. The
+/// request is cleared when the generation returns.
 pub fn generate(
+    session: &mut Session,
+    inputs: &[&[u32]],
+    options: &GenerateOptions,
+    cancel: Option<&CancelHandle>,
+    callback: Option<Callback>,
+) -> Result<Generation> {
+    let r = generate_inner(session, inputs, options, cancel, callback);
+    if let Some(c) = cancel {
+        c.reset();
+    }
+    r
+}
+
+fn generate_inner(
     session: &mut Session,
     inputs: &[&[u32]],
     options: &GenerateOptions,
@@ -305,6 +333,8 @@ fn stop_strings<'a>(
 pub struct Chat {
     history: Vec<u32>,
     pending: Option<u32>,
+    /// The last turn was stopped (cancelled or by its callback) before its end.
+    stopped: bool,
 }
 
 impl Chat {
@@ -317,9 +347,31 @@ impl Chat {
         &self.history
     }
 
+    /// True when the last turn was stopped (by `cancel` or its callback) before its end.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// Adds `tokens` (the next message, already formatted with the model's chat template) and
-    /// generates the reply (greedy or sampling: one hypothesis).
+    /// generates the reply (greedy or sampling: one hypothesis). `cancel` as for [`generate`]:
+    /// a request made before the call is honoured, and cleared when the turn returns.
     pub fn turn(
+        &mut self,
+        session: &mut Session,
+        tokens: &[u32],
+        options: &GenerateOptions,
+        cancel: Option<&CancelHandle>,
+        callback: Option<Callback>,
+    ) -> Result<Hypothesis> {
+        self.stopped = false;
+        let r = self.turn_inner(session, tokens, options, cancel, callback);
+        if let Some(c) = cancel {
+            c.reset();
+        }
+        r
+    }
+
+    fn turn_inner(
         &mut self,
         session: &mut Session,
         tokens: &[u32],
@@ -339,6 +391,11 @@ impl Chat {
             ));
         }
         options.validate(model.config().vocab_size)?;
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            // Cancelled before it began: an empty reply, the conversation unchanged.
+            self.stopped = true;
+            return Ok(Hypothesis::default());
+        }
         let mut new: Vec<u32> = self.pending.take().into_iter().collect();
         new.extend_from_slice(tokens);
         session.set_cancel(cancel.cloned());
@@ -375,6 +432,7 @@ impl Chat {
             callback,
             beam::Begin::Continue { history: &history },
         )?;
+        self.stopped = out.stopped;
         let reply = out
             .outputs
             .into_iter()

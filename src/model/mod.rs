@@ -206,6 +206,13 @@ impl Model {
         v
     }
 
+    /// The longest sequence the model's position scheme covers (learned or sinusoidal tables,
+    /// a rotary model's `max_positions`); `None` when it has no such limit (LSTM, T5's relative
+    /// positions).
+    pub fn max_positions(&self) -> Option<usize> {
+        session::max_positions(&self.inner)
+    }
+
     /// The kernel level in use.
     pub fn isa(&self) -> crate::kernels::Isa {
         self.inner.kernels.isa

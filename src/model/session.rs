@@ -85,6 +85,8 @@ pub struct Session {
     limits: Limits,
     /// What the limits were budgeted at, bytes.
     memory: usize,
+    /// The budget they were checked against (`Limits::max_memory`, 0 resolved), bytes.
+    budget: usize,
     slots: usize,
     /// Longest decoder sequence (decoder-only: prompt + new tokens; seq2seq: start + new tokens).
     dec_len: usize,
@@ -317,6 +319,7 @@ impl Session {
             model: model.clone(),
             limits,
             memory: total_bytes as usize,
+            budget: budget.min(usize::MAX as u128) as usize,
             slots,
             dec_len,
             n: 0,
@@ -374,6 +377,12 @@ impl Session {
     /// its decoding state included (checked against `Limits::max_memory` at creation).
     pub fn memory_bytes(&self) -> usize {
         self.memory
+    }
+
+    /// The memory budget the session was checked against: `Limits::max_memory`, or what 0
+    /// resolved to (half the physical memory), bytes.
+    pub fn memory_budget(&self) -> usize {
+        self.budget
     }
 
     pub fn model(&self) -> &Model {

@@ -5,6 +5,7 @@
  * Exits 0 when every check passes; prints the first failure otherwise. */
 #include <quill.h>
 
+#include <pthread.h>
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -24,6 +25,8 @@ _Static_assert(offsetof(quill_generate_params, seed) == 48, "quill_generate_para
 _Static_assert(sizeof(quill_generate_params) == 64, "quill_generate_params layout");
 _Static_assert(offsetof(quill_model_info, isa) == 40, "quill_model_info layout");
 _Static_assert(offsetof(quill_model_info, copied_bytes) == 56, "quill_model_info layout");
+_Static_assert(offsetof(quill_model_info, max_positions) == 64, "quill_model_info layout");
+_Static_assert(offsetof(quill_model_info, has_target_tokenizer) == 88, "quill_model_info layout");
 _Static_assert(QUILL_OK == 0 && QUILL_ERR_CANCELLED == 8 && QUILL_ERR_INTERNAL == 9, "status values never change");
 
 static int failures = 0;
@@ -76,6 +79,34 @@ static int32_t stop_after_two(void *user, size_t input, const uint32_t *ids, siz
   return *count >= 2;
 }
 
+/* quill_last_error and quill_status_str from a thread-specific-data destructor, which runs after
+ * the thread's Rust thread-locals are gone: they must answer, not abort. */
+static pthread_key_t teardown_key;
+static const char *teardown_message = NULL;
+static void on_thread_teardown(void *arg) {
+  (void)arg;
+  teardown_message = quill_last_error();
+  quill_model *m = NULL;
+  (void)quill_model_open(NULL, NULL, &m); /* a failure with nowhere to keep its message */
+  teardown_message = quill_last_error();
+}
+static void *thread_that_fails(void *arg) {
+  (void)arg;
+  quill_model *m = NULL;
+  (void)quill_model_open("/nonexistent/model.quill", NULL, &m); /* fills the thread's message */
+  pthread_setspecific(teardown_key, (void *)1);
+  return NULL;
+}
+
+/* A log callback that calls back into quill: replaces itself while being called. */
+static int log_calls = 0;
+static void log_and_unset(void *user, int32_t level, const char *message) {
+  (void)user;
+  (void)message;
+  if (level == 1) log_calls++;
+  quill_set_log_callback(NULL, NULL);
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: %s MODEL TEXT EXPECTED_IDS\n", argv[0]);
@@ -101,7 +132,18 @@ int main(int argc, char **argv) {
   if (!model) return 1;
   quill_model_info info = {.struct_size = sizeof info};
   OK(quill_model_info_get(model, &info));
+  CHECK(info.struct_size == sizeof info, "struct_size written");
   CHECK(info.arch == 0 && info.vocab_size == 1000 && info.has_tokenizer && info.threads == 1, "info");
+  /* Introspection: positions and control ids (the fixture: eos 0, pad and decoder start 999). */
+  CHECK(info.max_positions > 0 && info.eos_id == 0 && info.n_eos_ids == 1 && info.pad_id == 999 &&
+            info.decoder_start_id == 999 && info.bos_id == QUILL_NO_ID && !info.has_target_tokenizer,
+        "positions %u, eos %u (%u ids), pad %u, start %u, bos %u, target tokenizer %d", info.max_positions,
+        info.eos_id, info.n_eos_ids, info.pad_id, info.decoder_start_id, info.bos_id, info.has_target_tokenizer);
+  uint32_t eos_ids[4];
+  size_t n_eos = 0;
+  CHECK(quill_model_eos_ids(model, NULL, 0, &n_eos) == QUILL_ERR_BUFFER_TOO_SMALL && n_eos == 1, "eos size query");
+  OK(quill_model_eos_ids(model, eos_ids, 4, &n_eos));
+  CHECK(n_eos == 1 && eos_ids[0] == 0, "eos ids");
   CHECK(info.isa && strlen(info.isa) > 0, "isa name");
   CHECK(info.file_bytes > 100000 && info.copied_bytes == 0, "file %llu bytes, copied %llu",
         (unsigned long long)info.file_bytes, (unsigned long long)info.copied_bytes);
@@ -112,6 +154,10 @@ int main(int argc, char **argv) {
   CHECK(n_ids > 0, "needed size reported");
   uint32_t ids[256];
   OK(quill_tokenize(model, text, 1, ids, 256, &n_ids));
+  uint32_t target_ids[256];
+  size_t n_target = 0;
+  OK(quill_tokenize_target(model, text, 1, target_ids, 256, &n_target));
+  CHECK(n_target == n_ids && memcmp(target_ids, ids, n_ids * sizeof *ids) == 0, "one tokenizer: target = source");
   char back[1024];
   size_t back_len = 0;
   CHECK(quill_detokenize(model, ids, n_ids, 1, back, 4, &back_len) == QUILL_ERR_BUFFER_TOO_SMALL, "small text buffer");
@@ -129,6 +175,9 @@ int main(int argc, char **argv) {
   OK(quill_session_new(model, &sp, &session));
   quill_generate_params gp;
   OK(quill_generate_default_params(model, &gp));
+  CHECK(gp.struct_size == sizeof gp && gp.beams == 4 && gp.max_new_tokens == 24,
+        "the model's defaults: %u beams, %u new tokens", gp.beams, gp.max_new_tokens);
+  gp.beams = 1;
   gp.max_new_tokens = 24;
   const uint32_t *inputs[3] = {ids, ids, ids};
   size_t lens[3] = {n_ids, n_ids - 3, n_ids};
@@ -218,6 +267,113 @@ int main(int argc, char **argv) {
   quill_model_free(m2);
   free(buf);
 
+  /* All defaults: a session fitted to the model (its 4 default beams, its 24 new tokens) and the
+   * model's own decoding, without sizing anything. */
+  quill_session *ds = NULL;
+  OK(quill_session_new(model, NULL, &ds));
+  quill_session_params lim = {.struct_size = sizeof lim};
+  OK(quill_session_limits(ds, &lim));
+  CHECK(lim.max_batch == 1 && lim.beams == 4 && lim.max_new_tokens == 24 && lim.max_input_len > 0 &&
+            lim.max_input_len <= info.max_positions && lim.max_memory > 0,
+        "fitted limits: batch %u, beams %u, input %u, new %u", lim.max_batch, lim.beams, lim.max_input_len,
+        lim.max_new_tokens);
+  OK(quill_generate_text(ds, texts, 1, NULL, NULL, NULL, &r));
+  OK(quill_result_text(r, 0, 0, &t));
+  CHECK(strlen(t) > 0, "all-defaults text");
+  quill_result_free(r);
+  quill_generate_params dgp;
+  OK(quill_generate_default_params(model, &dgp));
+  OK(quill_generate_ids(ds, inputs, lens, 1, &dgp, NULL, NULL, &r));
+  quill_result_free(r);
+  /* 0 new tokens means the model's default, as 0 does for a session's lengths. */
+  dgp.max_new_tokens = 0;
+  OK(quill_generate_ids(ds, inputs, lens, 1, &dgp, NULL, NULL, &r));
+  OK(quill_result_ids(r, 0, 0, &out_ids, &n_out));
+  CHECK(n_out >= 1 && n_out <= 24, "default length: %zu tokens", n_out);
+  quill_result_free(r);
+  quill_session_free(ds);
+
+  /* A session smaller than the model's defaults: NULL params (the defaults) are lowered to it
+   * with a warning, through a log callback that calls back into quill. */
+  quill_session_params small_sp = {.struct_size = sizeof small_sp};
+  OK(quill_session_default_params(&small_sp));
+  small_sp.beams = 1;
+  OK(quill_session_new(model, &small_sp, &ds));
+  OK(quill_set_log_callback(log_and_unset, NULL));
+  OK(quill_generate_ids(ds, inputs, lens, 1, NULL, NULL, NULL, &r));
+  CHECK(log_calls == 1, "one warning for the lowered beams, got %d", log_calls);
+  quill_result_free(r);
+  gp.beams = 4;
+  CHECK(quill_generate_ids(ds, inputs, lens, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT,
+        "explicit beams above the session: an error");
+  gp.beams = 1;
+
+  /* A cancel issued before a generation starts is not lost: it stops that generation at once,
+   * and is cleared when it returns. */
+  OK(quill_session_cancel(ds));
+  OK(quill_generate_ids(ds, inputs, lens, 1, &gp, NULL, NULL, &r));
+  OK(quill_result_ids(r, 0, 0, &out_ids, &n_out));
+  CHECK(quill_result_stopped(r) && n_out == 0, "pending cancel: stopped %d after %zu tokens", quill_result_stopped(r),
+        n_out);
+  quill_result_free(r);
+  OK(quill_generate_ids(ds, inputs, lens, 1, &gp, NULL, NULL, &r));
+  CHECK(!quill_result_stopped(r), "the cancel was cleared");
+  quill_result_free(r);
+  OK(quill_session_cancel(ds));
+  OK(quill_session_reset(ds));
+  OK(quill_generate_ids(ds, inputs, lens, 1, &gp, NULL, NULL, &r));
+  CHECK(!quill_result_stopped(r), "reset clears a pending cancel");
+  quill_result_free(r);
+  quill_session_free(ds);
+
+  /* Decoding parameters are checked whatever the strategy. */
+  quill_generate_params v = gp;
+  v.beams = 0;
+  CHECK(quill_generate_ids(session, inputs, lens, 1, &v, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "beams 0");
+  v = gp;
+  v.min_new_tokens = 10;
+  v.max_new_tokens = 5;
+  CHECK(quill_generate_ids(session, inputs, lens, 1, &v, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "min > max");
+  v = gp;
+  v.temperature = 0.0f / 0.0f;
+  CHECK(quill_generate_ids(session, inputs, lens, 1, &v, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT,
+        "NaN temperature under greedy decoding");
+  v = gp;
+  v.top_p = 0;
+  CHECK(quill_generate_ids(session, inputs, lens, 1, &v, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT,
+        "top_p 0 under greedy decoding");
+  v = gp;
+  v.sample = 1;
+  v.beams = 2;
+  CHECK(quill_generate_ids(session, inputs, lens, 1, &v, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT,
+        "sampling with beams");
+
+  /* Versioned structs both ways: quill writes at most the caller's size. */
+  struct {
+    quill_session_params p;
+    uint64_t canary;
+  } guarded;
+  guarded.canary = 0x5A5A5A5A5A5A5A5Aull;
+  OK(quill_session_params_init(&guarded.p, 24));
+  CHECK(guarded.p.struct_size == 24, "24 bytes written, struct_size %zu", guarded.p.struct_size);
+  CHECK(quill_session_params_init(&guarded.p, 8) == QUILL_ERR_INVALID_ARGUMENT, "size below the first release");
+  OK(quill_session_params_init(&guarded.p, sizeof guarded));
+  CHECK(guarded.p.struct_size == sizeof guarded.p && guarded.canary == 0x5A5A5A5A5A5A5A5Aull,
+        "a larger struct: only what quill knows is written");
+  quill_model_info small_info;
+  memset(&small_info, 0xAB, sizeof small_info);
+  small_info.struct_size = 48; /* the first release's quill_model_info */
+  OK(quill_model_info_get(model, &small_info));
+  CHECK(small_info.vocab_size == 1000 && small_info.struct_size == 48 && small_info.file_bytes == 0xABABABABABABABABull,
+        "first-release info: fields past its 48 bytes untouched");
+
+  /* The thread-teardown path of quill_last_error. */
+  CHECK(pthread_key_create(&teardown_key, on_thread_teardown) == 0, "key");
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, thread_that_fails, NULL) == 0, "thread");
+  pthread_join(th, NULL);
+  CHECK(teardown_message != NULL, "quill_last_error answered during thread teardown");
+
   /* Bad input: a status and a message, never a crash. */
   quill_model *bad = NULL;
   CHECK(quill_model_open(NULL, NULL, &bad) == QUILL_ERR_INVALID_ARGUMENT && strlen(quill_last_error()) > 0, "NULL path");
@@ -245,8 +401,6 @@ int main(int argc, char **argv) {
   CHECK(quill_session_new(model, &small, &s2) == QUILL_ERR_INVALID_ARGUMENT && s2 == NULL, "zero batch");
   CHECK(quill_generate_ids(NULL, inputs, lens, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "NULL session");
   CHECK(quill_generate_ids(session, inputs, lens, 3, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "batch above the limit");
-  gp.max_new_tokens = 0;
-  CHECK(quill_generate_ids(session, inputs, lens, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "zero new tokens");
   CHECK(quill_result_ids(NULL, 0, 0, &out_ids, &n_out) == QUILL_ERR_INVALID_ARGUMENT, "NULL result");
   CHECK(quill_session_cancel(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL cancel");
   CHECK(quill_model_open_memory(NULL, 10, NULL, &bad) == QUILL_ERR_INVALID_ARGUMENT, "NULL memory");
@@ -255,11 +409,15 @@ int main(int argc, char **argv) {
   CHECK(quill_model_info_get(model, NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL info");
   quill_model_info tiny = {.struct_size = 4};
   CHECK(quill_model_info_get(model, &tiny) == QUILL_ERR_INVALID_ARGUMENT, "info struct_size");
-  CHECK(quill_model_default_params(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL model params");
-  CHECK(quill_session_default_params(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL session params");
-  CHECK(quill_generate_default_params(model, NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL generate params");
+  CHECK(quill_model_params_init(NULL, sizeof mp) == QUILL_ERR_INVALID_ARGUMENT, "NULL model params");
+  CHECK(quill_session_params_init(NULL, sizeof sp) == QUILL_ERR_INVALID_ARGUMENT, "NULL session params");
+  CHECK(quill_generate_params_init(model, NULL, sizeof gp) == QUILL_ERR_INVALID_ARGUMENT, "NULL generate params");
+  CHECK((quill_session_default_params)(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL to the first release's function");
   CHECK(quill_tokenize(model, NULL, 1, ids, 256, &n_ids) == QUILL_ERR_INVALID_ARGUMENT, "NULL text");
   CHECK(quill_detokenize(model, NULL, 3, 1, back, sizeof back, &back_len) == QUILL_ERR_INVALID_ARGUMENT, "NULL ids");
+  /* A wrong count is refused before anything is read past the caller's array. */
+  CHECK(quill_detokenize(model, ids, (size_t)-1 / 8, 1, back, sizeof back, &back_len) == QUILL_ERR_INVALID_ARGUMENT,
+        "absurd id count");
   const char *bad_texts[1] = {"\xc3\x28"};
   gp.max_new_tokens = 4;
   CHECK(quill_generate_text(session, bad_texts, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "bad UTF-8 input");

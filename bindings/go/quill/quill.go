@@ -1,10 +1,16 @@
 // Package quill is the Go binding of the quill inference engine (cgo over include/quill.h).
 //
+//	model, err := quill.Open("model.quill", 0)
+//	session, err := model.NewSession(1, 0, 0, 0) // 0: fit the model
+//	out, err := session.GenerateText([]string{"Open the file"}, nil, nil)
+//	fmt.Println(out[0][0].Text)
+//
 // Errors carry the C status and the library's message, read in the same C call that failed: a
 // goroutine may move to another OS thread between two cgo calls, and quill_last_error() is
 // per thread, so every call goes through a small C shim that returns both at once.
 //
-// Build: CGO_CFLAGS=-I<repo>/include CGO_LDFLAGS="-L<dir of libquill.so> -lquill".
+// Build: with quill installed in a standard prefix (scripts/install.sh /usr/local) nothing is
+// needed; elsewhere CGO_CFLAGS="$(pkg-config --cflags quill)" CGO_LDFLAGS="$(pkg-config --libs quill)".
 package quill
 
 /*
@@ -43,12 +49,26 @@ extern int32_t goStream(void *user, size_t input, uint32_t *ids, size_t n, char 
 static int32_t stream_trampoline(void *user, size_t input, const uint32_t *ids, size_t n, const char *text, size_t len) {
 	return goStream(user, input, (uint32_t *)ids, n, (char *)text, len);
 }
+// p NULL: the model's own decoding defaults, fitted to the session.
 static quill_status generate_ids(quill_session *s, const uint32_t **inputs, const size_t *lens, size_t n,
                                  const quill_generate_params *p, int stream, void *user, quill_result **out, char **msg) {
 	return with_msg(quill_generate_ids(s, inputs, lens, n, p, stream ? stream_trampoline : NULL, user, out), msg);
 }
+static quill_status generate_text(quill_session *s, const char **texts, size_t n, const quill_generate_params *p,
+                                  int stream, void *user, quill_result **out, char **msg) {
+	return with_msg(quill_generate_text(s, texts, n, p, stream ? stream_trampoline : NULL, user, out), msg);
+}
+static quill_status chat_turn(quill_session *s, const char *text, int stream, void *user, quill_result **out, char **msg) {
+	return with_msg(quill_chat_turn(s, text, NULL, stream ? stream_trampoline : NULL, user, out), msg);
+}
 static quill_status result_ids(quill_result *r, size_t i, size_t h, const uint32_t **ids, size_t *n, char **msg) {
 	return with_msg(quill_result_ids(r, i, h, ids, n), msg);
+}
+static quill_status result_text(quill_result *r, size_t i, size_t h, const char **text, char **msg) {
+	return with_msg(quill_result_text(r, i, h, text), msg);
+}
+static quill_status result_score(quill_result *r, size_t i, size_t h, float *score, char **msg) {
+	return with_msg(quill_result_score(r, i, h, score), msg);
 }
 */
 import "C"
@@ -81,7 +101,8 @@ func check(st C.quill_status, msg *C.char) error {
 // Model is an open model; safe for concurrent use.
 type Model struct{ h *C.quill_model }
 
-// Open opens a .quill file with the given number of threads (0: one per core).
+// Open opens a .quill file with the given number of threads (0: one per core). On error nothing
+// is left to close.
 func Open(path string, threads int) (*Model, error) {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
@@ -133,17 +154,27 @@ func (m *Model) Detokenize(ids []uint32) (string, error) {
 	if len(ids) == 0 {
 		return "", nil
 	}
-	buf := make([]byte, 4096)
 	var n C.size_t
 	var msg *C.char
-	err := check(C.detokenize(m.h, (*C.uint32_t)(&ids[0]), C.size_t(len(ids)), (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n, &msg), msg)
+	cids := (*C.uint32_t)(&ids[0])
+	st := C.detokenize(m.h, cids, C.size_t(len(ids)), nil, 0, &n, &msg)
+	if st != C.QUILL_ERR_BUFFER_TOO_SMALL {
+		if err := check(st, msg); err != nil {
+			return "", err
+		}
+	} else {
+		C.free(unsafe.Pointer(msg))
+	}
+	buf := make([]byte, int(n)+1)
+	err := check(C.detokenize(m.h, cids, C.size_t(len(ids)), (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n, &msg), msg)
 	if err != nil {
 		return "", err
 	}
 	return string(buf[:n]), nil
 }
 
-// Options are decoding options; start from DefaultOptions.
+// Options are decoding options. A zero field keeps the model's own default (its
+// quill.generation); a nil *Options keeps them all.
 type Options struct {
 	MaxNewTokens int
 	Beams, NBest int
@@ -152,13 +183,22 @@ type Options struct {
 	Seed         uint64
 }
 
+// Hypothesis is one generated sequence: its ids, its text (empty for ids generation) and its
+// score.
+type Hypothesis struct {
+	IDs   []uint32
+	Text  string
+	Score float32
+}
+
 // Session holds the cache of one user; use it from one goroutine at a time (Cancel from any).
 type Session struct {
 	h     *C.quill_session
 	model *Model
 }
 
-// NewSession sizes a session: batch, input tokens, new tokens, beams.
+// NewSession sizes a session: batch, input tokens, new tokens, beams; 0 for the last three fits
+// the model (its positions, its default decoding). On error nothing is left to close.
 func (m *Model) NewSession(batch, inputLen, newTokens, beams int) (*Session, error) {
 	var h *C.quill_session
 	var msg *C.char
@@ -181,33 +221,45 @@ func (s *Session) Close() {
 // Cancel stops the running generation; callable from any goroutine.
 func (s *Session) Cancel() { C.quill_session_cancel(s.h) }
 
-// StreamFunc receives final tokens of an input; return false to stop.
-type StreamFunc func(input int, ids []uint32) bool
+// StreamFunc receives the final tokens of an input and the text they add (empty for ids
+// generation); return false to stop.
+type StreamFunc func(input int, ids []uint32, text string) bool
 
 //export goStream
 func goStream(user unsafe.Pointer, input C.size_t, ids *C.uint32_t, n C.size_t, text *C.char, length C.size_t) C.int32_t {
 	f := cgo.Handle(uintptr(user)).Value().(StreamFunc)
 	v := make([]uint32, int(n))
-	copy(v, unsafe.Slice((*uint32)(unsafe.Pointer(ids)), int(n)))
-	if f(int(input), v) {
+	if n > 0 {
+		copy(v, unsafe.Slice((*uint32)(unsafe.Pointer(ids)), int(n)))
+	}
+	t := ""
+	if text != nil {
+		t = C.GoStringN(text, C.int(length))
+	}
+	if f(int(input), v, t) {
 		return 0
 	}
 	return 1
 }
 
-// Generate runs the inputs (token ids) and returns, per input, the hypotheses' ids (best first)
-// and whether the generation was stopped early.
-func (s *Session) Generate(inputs [][]uint32, o Options, stream StreamFunc) ([][][]uint32, bool, error) {
-	var p C.quill_generate_params
+// params turns o into C parameters (nil: the model's defaults, fitted to the session).
+func (s *Session) params(o *Options) (*C.quill_generate_params, error) {
+	if o == nil {
+		return nil, nil
+	}
+	p := (*C.quill_generate_params)(C.malloc(C.size_t(unsafe.Sizeof(C.quill_generate_params{}))))
 	var msg *C.char
-	if err := check(C.default_params(s.model.h, &p, &msg), msg); err != nil {
-		return nil, false, err
+	if err := check(C.default_params(s.model.h, p, &msg), msg); err != nil {
+		C.free(unsafe.Pointer(p))
+		return nil, err
 	}
 	if o.MaxNewTokens > 0 {
 		p.max_new_tokens = C.uint32_t(o.MaxNewTokens)
 	}
-	if o.Beams > 1 {
+	if o.Beams > 0 {
 		p.beams = C.uint32_t(o.Beams)
+	}
+	if o.NBest > 0 {
 		p.n_best = C.uint32_t(o.NBest)
 	}
 	if o.Sample {
@@ -215,36 +267,23 @@ func (s *Session) Generate(inputs [][]uint32, o Options, stream StreamFunc) ([][
 		p.top_k = C.uint32_t(o.TopK)
 		p.seed = C.uint64_t(o.Seed)
 	}
-	// Inputs live in C memory for the call (cgo forbids Go pointers to Go pointers).
-	n := len(inputs)
-	ptrs := (*[1 << 20]*C.uint32_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(uintptr(0)))))[:n:n]
-	lens := (*[1 << 20]C.size_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.size_t(0)))))[:n:n]
-	defer C.free(unsafe.Pointer(&ptrs[0]))
-	defer C.free(unsafe.Pointer(&lens[0]))
-	for i, in := range inputs {
-		buf := (*[1 << 28]C.uint32_t)(C.malloc(C.size_t(len(in)) * 4))[:len(in):len(in)]
-		for j, v := range in {
-			buf[j] = C.uint32_t(v)
-		}
-		ptrs[i] = &buf[0]
-		lens[i] = C.size_t(len(in))
-		defer C.free(unsafe.Pointer(&buf[0]))
+	return p, nil
+}
+
+// streaming returns the C arguments of a stream callback (and releases its handle on done).
+func streaming(stream StreamFunc) (C.int, unsafe.Pointer, func()) {
+	if stream == nil {
+		return 0, nil, func() {}
 	}
-	var handle cgo.Handle
-	var user unsafe.Pointer
-	streaming := C.int(0)
-	if stream != nil {
-		handle = cgo.NewHandle(stream)
-		defer handle.Delete()
-		user = unsafe.Pointer(uintptr(handle))
-		streaming = 1
-	}
-	var r *C.quill_result
-	if err := check(C.generate_ids(s.h, &ptrs[0], &lens[0], C.size_t(n), &p, streaming, user, &r, &msg), msg); err != nil {
-		return nil, false, err
-	}
+	handle := cgo.NewHandle(stream)
+	return 1, unsafe.Pointer(uintptr(handle)), handle.Delete
+}
+
+// collect reads and frees a result.
+func collect(r *C.quill_result, withText bool) ([][]Hypothesis, bool, error) {
 	defer C.quill_result_free(r)
-	out := make([][][]uint32, int(C.quill_result_inputs(r)))
+	var msg *C.char
+	out := make([][]Hypothesis, int(C.quill_result_inputs(r)))
 	for i := range out {
 		for h := 0; h < int(C.quill_result_hypotheses(r, C.size_t(i))); h++ {
 			var ids *C.uint32_t
@@ -252,12 +291,108 @@ func (s *Session) Generate(inputs [][]uint32, o Options, stream StreamFunc) ([][
 			if err := check(C.result_ids(r, C.size_t(i), C.size_t(h), &ids, &cnt, &msg), msg); err != nil {
 				return nil, false, err
 			}
-			v := make([]uint32, int(cnt))
+			x := Hypothesis{IDs: make([]uint32, int(cnt))}
 			if cnt > 0 {
-				copy(v, unsafe.Slice((*uint32)(unsafe.Pointer(ids)), int(cnt)))
+				copy(x.IDs, unsafe.Slice((*uint32)(unsafe.Pointer(ids)), int(cnt)))
 			}
-			out[i] = append(out[i], v)
+			var score C.float
+			if err := check(C.result_score(r, C.size_t(i), C.size_t(h), &score, &msg), msg); err != nil {
+				return nil, false, err
+			}
+			x.Score = float32(score)
+			if withText {
+				var t *C.char
+				if err := check(C.result_text(r, C.size_t(i), C.size_t(h), &t, &msg), msg); err != nil {
+					return nil, false, err
+				}
+				x.Text = C.GoString(t)
+			}
+			out[i] = append(out[i], x)
 		}
 	}
 	return out, C.quill_result_stopped(r) != 0, nil
+}
+
+// Generate runs the inputs (token ids) and returns, per input, the hypotheses (best first) and
+// whether the generation was stopped early. o nil: the model's own decoding.
+func (s *Session) Generate(inputs [][]uint32, o *Options, stream StreamFunc) ([][]Hypothesis, bool, error) {
+	p, err := s.params(o)
+	if err != nil {
+		return nil, false, err
+	}
+	defer C.free(unsafe.Pointer(p))
+	// Inputs live in C memory for the call (cgo forbids Go pointers to Go pointers).
+	n := len(inputs)
+	if n == 0 {
+		return nil, false, &Error{Status: int(C.QUILL_ERR_INVALID_ARGUMENT), Message: "no inputs"}
+	}
+	ptrs := unsafe.Slice((**C.uint32_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(uintptr(0))))), n)
+	lens := unsafe.Slice((*C.size_t)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(C.size_t(0))))), n)
+	defer C.free(unsafe.Pointer(&ptrs[0]))
+	defer C.free(unsafe.Pointer(&lens[0]))
+	for i, in := range inputs {
+		buf := unsafe.Slice((*C.uint32_t)(C.malloc(C.size_t(len(in)+1)*4)), len(in)+1)
+		for j, v := range in {
+			buf[j] = C.uint32_t(v)
+		}
+		ptrs[i] = &buf[0]
+		lens[i] = C.size_t(len(in))
+		defer C.free(unsafe.Pointer(&buf[0]))
+	}
+	on, user, done := streaming(stream)
+	defer done()
+	var r *C.quill_result
+	var msg *C.char
+	if err := check(C.generate_ids(s.h, &ptrs[0], &lens[0], C.size_t(n), p, on, user, &r, &msg), msg); err != nil {
+		return nil, false, err
+	}
+	return collect(r, false)
+}
+
+// GenerateText runs the texts (source sentences or prompts) and returns, per input, the
+// hypotheses with their text (best first) and whether the generation was stopped early.
+// o nil: the model's own decoding.
+func (s *Session) GenerateText(texts []string, o *Options, stream StreamFunc) ([][]Hypothesis, bool, error) {
+	p, err := s.params(o)
+	if err != nil {
+		return nil, false, err
+	}
+	defer C.free(unsafe.Pointer(p))
+	n := len(texts)
+	if n == 0 {
+		return nil, false, &Error{Status: int(C.QUILL_ERR_INVALID_ARGUMENT), Message: "no inputs"}
+	}
+	ptrs := unsafe.Slice((**C.char)(C.malloc(C.size_t(n)*C.size_t(unsafe.Sizeof(uintptr(0))))), n)
+	defer C.free(unsafe.Pointer(&ptrs[0]))
+	for i, t := range texts {
+		ptrs[i] = C.CString(t)
+		defer C.free(unsafe.Pointer(ptrs[i]))
+	}
+	on, user, done := streaming(stream)
+	defer done()
+	var r *C.quill_result
+	var msg *C.char
+	if err := check(C.generate_text(s.h, &ptrs[0], C.size_t(n), p, on, user, &r, &msg), msg); err != nil {
+		return nil, false, err
+	}
+	return collect(r, true)
+}
+
+// Chat adds a message (formatted as the model expects its turns) to the conversation kept in
+// the session and returns the reply of a decoder-only model, with its own decoding defaults.
+func (s *Session) Chat(message string, stream StreamFunc) (Hypothesis, error) {
+	cmsg := C.CString(message)
+	defer C.free(unsafe.Pointer(cmsg))
+	on, user, done := streaming(stream)
+	defer done()
+	var r *C.quill_result
+	var msg *C.char
+	if err := check(C.chat_turn(s.h, cmsg, on, user, &r, &msg), msg); err != nil {
+		return Hypothesis{}, err
+	}
+	out, _, err := collect(r, true)
+	if err != nil {
+		return Hypothesis{}, err
+	}
+	return out[0][0], nil
 }

@@ -61,27 +61,36 @@ func TestSharedCases(t *testing.T) {
 			t.Errorf("%s: got %v want %v", name, got, want[name])
 		}
 	}
-	out, _, err := s.Generate([][]uint32{ids}, Options{MaxNewTokens: 24}, nil)
+	greedy := &Options{MaxNewTokens: 24, Beams: 1}
+	out, _, err := s.Generate([][]uint32{ids}, greedy, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	check("greedy", out[0][0])
-	out, _, _ = s.Generate([][]uint32{ids}, Options{MaxNewTokens: 24, Beams: 4, NBest: 2}, nil)
-	check("beam0", out[0][0])
-	check("beam1", out[0][1])
-	out, _, _ = s.Generate([][]uint32{ids}, Options{MaxNewTokens: 24, Sample: true, TopK: 50, Seed: 7}, nil)
-	check("sample", out[0][0])
-	out, _, _ = s.Generate([][]uint32{ids, ids[:len(ids)-3]}, Options{MaxNewTokens: 24}, nil)
-	check("batch0", out[0][0])
-	check("batch1", out[1][0])
+	check("greedy", out[0][0].IDs)
+	out, _, _ = s.Generate([][]uint32{ids}, &Options{MaxNewTokens: 24, Beams: 4, NBest: 2}, nil)
+	check("beam0", out[0][0].IDs)
+	check("beam1", out[0][1].IDs)
+	out, _, _ = s.Generate([][]uint32{ids}, &Options{MaxNewTokens: 24, Beams: 1, Sample: true, TopK: 50, Seed: 7}, nil)
+	check("sample", out[0][0].IDs)
+	out, _, _ = s.Generate([][]uint32{ids, ids[:len(ids)-3]}, greedy, nil)
+	check("batch0", out[0][0].IDs)
+	check("batch1", out[1][0].IDs)
 	var streamed []uint32
-	out, _, _ = s.Generate([][]uint32{ids}, Options{MaxNewTokens: 24}, func(_ int, v []uint32) bool {
+	text := ""
+	texts, _, err := s.GenerateText([]string{os.Getenv("QUILL_TEST_TEXT")}, greedy, func(_ int, v []uint32, t string) bool {
 		streamed = append(streamed, v...)
+		text += t
 		return true
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	check("greedy", streamed)
+	if text != texts[0][0].Text {
+		t.Errorf("streamed %q, result %q", text, texts[0][0].Text)
+	}
 	n := 0
-	_, stopped, _ := s.Generate([][]uint32{ids}, Options{MaxNewTokens: 24}, func(_ int, v []uint32) bool {
+	_, stopped, _ := s.Generate([][]uint32{ids}, greedy, func(_ int, v []uint32, _ string) bool {
 		n += len(v)
 		if n >= 3 {
 			s.Cancel()
@@ -90,6 +99,23 @@ func TestSharedCases(t *testing.T) {
 	})
 	if !stopped {
 		t.Error("cancel did not stop the generation")
+	}
+}
+
+func TestAllDefaultsFitTheModel(t *testing.T) {
+	m, err := Open(os.Getenv("QUILL_TEST_MODEL"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewSession(1, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, _, err := s.GenerateText([]string{os.Getenv("QUILL_TEST_TEXT")}, nil, nil)
+	if err != nil || out[0][0].Text == "" {
+		t.Fatalf("all defaults: %v %v", out, err)
 	}
 }
 

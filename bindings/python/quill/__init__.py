@@ -2,13 +2,14 @@
 
     import quill
     model = quill.Model("model.quill")
-    session = model.session(max_batch=2, beams=4)
-    print(session.generate(["Open the file"], beams=4)[0][0].text)
-    for piece in session.stream("Open the file"):
+    session = model.session()                      # sized to fit the model
+    print(session.generate(["Open the file"])[0][0].text)   # the model's own decoding defaults
+    for piece in session.stream("Open the file", beams=1):
         print(piece, end="", flush=True)
 
-The shared library is found through $QUILL_LIBRARY, then the system's library path (`libquill`).
-Errors raise QuillError (with .status and the library's message).
+The shared library is the one bundled in the wheel (next to this file), else $QUILL_LIBRARY,
+else the system's library path (`libquill`). Errors raise QuillError (with .status and the
+library's message).
 """
 import ctypes
 import ctypes.util
@@ -22,9 +23,12 @@ __all__ = ["Model", "Session", "Hypothesis", "QuillError", "library"]
 
 
 def _load():
-    path = os.environ.get("QUILL_LIBRARY") or ctypes.util.find_library("quill")
+    bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libquill.so")
+    path = os.environ.get("QUILL_LIBRARY") or (bundled if os.path.exists(bundled) else None) \
+        or ctypes.util.find_library("quill")
     if not path:
-        raise OSError("libquill not found: set QUILL_LIBRARY to the path of libquill.so")
+        raise OSError("libquill not found: install the quill wheel, or set QUILL_LIBRARY to the path of "
+                      "libquill.so")
     return ctypes.CDLL(path)
 
 
@@ -58,7 +62,12 @@ class _ModelInfo(ctypes.Structure):
                 ("d_model", ctypes.c_uint32), ("encoder_layers", ctypes.c_uint32),
                 ("decoder_layers", ctypes.c_uint32), ("threads", ctypes.c_uint32),
                 ("has_tokenizer", ctypes.c_int32), ("isa", ctypes.c_char_p), ("file_bytes", ctypes.c_uint64),
-                ("copied_bytes", ctypes.c_uint64)]
+                ("copied_bytes", ctypes.c_uint64), ("max_positions", ctypes.c_uint32), ("bos_id", ctypes.c_uint32),
+                ("eos_id", ctypes.c_uint32), ("pad_id", ctypes.c_uint32), ("decoder_start_id", ctypes.c_uint32),
+                ("n_eos_ids", ctypes.c_uint32), ("has_target_tokenizer", ctypes.c_int32)]
+
+
+_NO_ID = 0xFFFFFFFF
 
 
 _STREAM = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_size_t, _u32p, ctypes.c_size_t,
@@ -92,7 +101,13 @@ _c.quill_detokenize.argtypes = [ctypes.c_void_p, _u32p, ctypes.c_size_t, ctypes.
                                 ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
 _c.quill_model_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(_ModelParams), ctypes.POINTER(ctypes.c_void_p)]
 _c.quill_session_new.argtypes = [ctypes.c_void_p, ctypes.POINTER(_SessionParams), ctypes.POINTER(ctypes.c_void_p)]
-_c.quill_generate_default_params.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GenerateParams)]
+_c.quill_chat_turn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(_GenerateParams), _STREAM,
+                               ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+_c.quill_session_reset.argtypes = [ctypes.c_void_p]
+_c.quill_model_params_init.argtypes = [ctypes.POINTER(_ModelParams), ctypes.c_size_t]
+_c.quill_session_params_init.argtypes = [ctypes.POINTER(_SessionParams), ctypes.c_size_t]
+_c.quill_generate_params_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GenerateParams), ctypes.c_size_t]
+_c.quill_session_limits.argtypes = [ctypes.c_void_p, ctypes.POINTER(_SessionParams)]
 _c.quill_model_info_get.argtypes = [ctypes.c_void_p, ctypes.POINTER(_ModelInfo)]
 
 QUILL_ERR_BUFFER_TOO_SMALL = 6
@@ -126,8 +141,12 @@ class Hypothesis:
 class Model:
     """An open model. Thread-safe: share one Model between threads, give each thread a Session."""
 
+    _h = None  # so that close() works on an object whose __init__ failed
+
     def __init__(self, path: str, threads: int = 0, in_memory: bool = False):
-        p = _ModelParams(ctypes.sizeof(_ModelParams), threads, int(in_memory), 0)
+        p = _ModelParams()
+        _check(_c.quill_model_params_init(ctypes.byref(p), ctypes.sizeof(p)))
+        p.threads, p.in_memory = threads, int(in_memory)
         h = ctypes.c_void_p()
         _check(_c.quill_model_open(os.fsencode(path), ctypes.byref(p), ctypes.byref(h)))
         self._h = h
@@ -149,10 +168,17 @@ class Model:
     def info(self) -> dict:
         i = _ModelInfo(ctypes.sizeof(_ModelInfo))
         _check(_c.quill_model_info_get(self._h, ctypes.byref(i)))
+        eos = (ctypes.c_uint32 * max(i.n_eos_ids, 1))()
+        n = ctypes.c_size_t()
+        _check(_c.quill_model_eos_ids(self._h, eos, i.n_eos_ids, ctypes.byref(n)))
+        some = lambda v: None if v == _NO_ID else v
         return {"arch": ["seq2seq", "decoder-only", "lstm-seq2seq"][i.arch], "vocab_size": i.vocab_size,
                 "d_model": i.d_model, "encoder_layers": i.encoder_layers, "decoder_layers": i.decoder_layers,
                 "threads": i.threads, "has_tokenizer": bool(i.has_tokenizer), "isa": i.isa.decode(),
-                "file_bytes": i.file_bytes}
+                "file_bytes": i.file_bytes, "max_positions": i.max_positions or None,
+                "bos_id": some(i.bos_id), "eos_ids": list(eos[: n.value]), "pad_id": some(i.pad_id),
+                "decoder_start_id": some(i.decoder_start_id),
+                "has_target_tokenizer": bool(i.has_target_tokenizer)}
 
     def tokenize(self, text: str, add_special: bool = True) -> List[int]:
         n = ctypes.c_size_t()
@@ -174,19 +200,34 @@ class Model:
         _check(_c.quill_detokenize(self._h, arr, len(ids), int(skip_special), buf, n.value + 1, ctypes.byref(n)))
         return buf.raw[: n.value].decode()
 
-    def session(self, max_batch: int = 1, max_input_len: int = 512, max_new_tokens: int = 256,
-                beams: int = 1) -> "Session":
-        return Session(self, max_batch, max_input_len, max_new_tokens, beams)
+    def session(self, max_batch: int = 1, max_input_len: int = 0, max_new_tokens: int = 0,
+                beams: int = 0, max_memory: int = 0) -> "Session":
+        """A session; a length or `beams` of 0 fits the model (its positions, its default decoding)."""
+        return Session(self, max_batch, max_input_len, max_new_tokens, beams, max_memory)
 
 
 class Session:
     """All mutable state of one user of a model: use from one thread at a time (`cancel` from any)."""
 
-    def __init__(self, model: Model, max_batch: int, max_input_len: int, max_new_tokens: int, beams: int):
-        p = _SessionParams(ctypes.sizeof(_SessionParams), max_batch, max_input_len, max_new_tokens, beams)
+    _h = None  # so that close() works on an object whose __init__ failed
+
+    def __init__(self, model: Model, max_batch: int = 1, max_input_len: int = 0, max_new_tokens: int = 0,
+                 beams: int = 0, max_memory: int = 0):
+        p = _SessionParams()
+        _check(_c.quill_session_params_init(ctypes.byref(p), ctypes.sizeof(p)))
+        p.max_batch, p.max_input_len, p.max_new_tokens = max_batch, max_input_len, max_new_tokens
+        p.beams, p.max_memory = beams, max_memory
         h = ctypes.c_void_p()
         _check(_c.quill_session_new(model._h, ctypes.byref(p), ctypes.byref(h)))
         self._h, self.model = h, model
+
+    @property
+    def limits(self) -> dict:
+        """What the session was sized for (each 0 asked for replaced by what it fitted)."""
+        p = _SessionParams(ctypes.sizeof(_SessionParams))
+        _check(_c.quill_session_limits(self._h, ctypes.byref(p)))
+        return {"max_batch": p.max_batch, "max_input_len": p.max_input_len, "max_new_tokens": p.max_new_tokens,
+                "beams": p.beams, "max_memory": p.max_memory}
 
     def close(self):
         if self._h:
@@ -199,21 +240,22 @@ class Session:
         """Stops the running generation (any thread)."""
         _check(_c.quill_session_cancel(self._h))
 
-    def _params(self, max_new_tokens=None, min_new_tokens=None, beams=1, n_best=1, length_penalty=1.0, sample=False, temperature=1.0,
-                top_k=0, top_p=1.0, min_p=0.0, seed=0, repetition_penalty=None, no_repeat_ngram_size=None):
+    _OPTIONS = ("max_new_tokens", "min_new_tokens", "beams", "n_best", "length_penalty", "sample", "temperature",
+                "top_k", "top_p", "min_p", "seed", "repetition_penalty", "no_repeat_ngram_size")
+
+    def _params(self, **options):
+        """The model's decoding defaults with the options given; None when none is (the C API then
+        uses the model's defaults, lowered to what the session holds)."""
+        unknown = set(options) - set(self._OPTIONS)
+        if unknown:
+            raise TypeError("unknown decoding options: %s" % ", ".join(sorted(unknown)))
+        if not options:
+            return None
         p = _GenerateParams()
-        _check(_c.quill_generate_default_params(self.model._h, ctypes.byref(p)))
-        if max_new_tokens is not None:
-            p.max_new_tokens = max_new_tokens
-        if min_new_tokens is not None:
-            p.min_new_tokens = min_new_tokens
-        p.beams, p.n_best, p.length_penalty = beams, n_best, length_penalty
-        p.sample, p.temperature, p.top_k, p.top_p, p.min_p, p.seed = int(sample), temperature, top_k, top_p, min_p, seed
-        if repetition_penalty is not None:
-            p.repetition_penalty = repetition_penalty
-        if no_repeat_ngram_size is not None:
-            p.no_repeat_ngram_size = no_repeat_ngram_size
-        return p
+        _check(_c.quill_generate_params_init(self.model._h, ctypes.byref(p), ctypes.sizeof(p)))
+        for k, v in options.items():
+            setattr(p, k, int(v) if k == "sample" else v)
+        return ctypes.byref(p)
 
     def generate(self, inputs: Sequence[Union[str, Sequence[int]]], callback=None, **options) -> List[List[Hypothesis]]:
         """Generates for a batch of texts (→ hypotheses with text) or of id lists. `callback(input,
@@ -234,13 +276,39 @@ class Session:
         texts = bool(inputs) and isinstance(inputs[0], str)
         if texts:
             arr = (ctypes.c_char_p * len(inputs))(*[t.encode() for t in inputs])
-            _check(_c.quill_generate_text(self._h, arr, len(inputs), ctypes.byref(p), cb, None, ctypes.byref(out)))
+            _check(_c.quill_generate_text(self._h, arr, len(inputs), p, cb, None, ctypes.byref(out)))
         else:
             bufs = [(ctypes.c_uint32 * max(len(v), 1))(*v) for v in inputs]
             ptrs = (_u32p * len(inputs))(*[ctypes.cast(b, _u32p) for b in bufs])
             lens = (ctypes.c_size_t * len(inputs))(*[len(v) for v in inputs])
-            _check(_c.quill_generate_ids(self._h, ptrs, lens, len(inputs), ctypes.byref(p), cb, None,
-                                         ctypes.byref(out)))
+            _check(_c.quill_generate_ids(self._h, ptrs, lens, len(inputs), p, cb, None, ctypes.byref(out)))
+        return self._collect(out, texts, errors)
+
+    def chat(self, message: str, callback=None, **options) -> Hypothesis:
+        """One turn of a conversation with a decoder-only model (the session keeps the earlier
+        turns' cache); `message` formatted as the model expects. `callback(ids, text)` streams
+        the reply. `reset()` starts a new conversation."""
+        p = self._params(**options)
+        out = ctypes.c_void_p()
+        errors = []
+
+        def on_tokens(_user, _input, ids, n, text, text_len):
+            try:
+                return 1 if callback(list(ids[:n]), ctypes.string_at(text, text_len).decode()) else 0
+            except BaseException as e:
+                errors.append(e)
+                return 1
+
+        cb = _STREAM(on_tokens) if callback else _STREAM()
+        _check(_c.quill_chat_turn(self._h, message.encode(), p, cb, None, ctypes.byref(out)))
+        return self._collect(out, True, errors)[0][0]
+
+    def reset(self):
+        """Forgets the conversation and the started sequences."""
+        _check(_c.quill_session_reset(self._h))
+
+    def _collect(self, out, texts, errors) -> List[List[Hypothesis]]:
+        """Reads and frees a result; re-raises a callback's exception after freeing it."""
         if errors:
             _c.quill_result_free(out)
             raise errors[0]

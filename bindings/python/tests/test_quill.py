@@ -72,3 +72,30 @@ def test_cancel_and_errors(model):
         model.detokenize([123456])
     with pytest.raises(ValueError):
         s.generate([ids("tokenize")], callback=lambda *a: (_ for _ in ()).throw(ValueError("from the callback")))
+
+
+def test_a_failing_constructor_raises_one_error_and_nothing_else(model):
+    import gc
+    import sys
+
+    unraisable = []
+    old, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with pytest.raises(quill.QuillError) as e:
+            quill.Model("/nonexistent/model.quill")
+        assert e.value.status == 2  # QUILL_ERR_IO
+        with pytest.raises(quill.QuillError) as e:
+            model.session(max_input_len=1 << 30)
+        assert e.value.status == 1  # QUILL_ERR_INVALID_ARGUMENT
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert unraisable == [], [u.exc_value for u in unraisable]
+
+
+def test_all_defaults_fit_the_model(model):
+    s = model.session()
+    assert s.limits["beams"] >= 1 and s.limits["max_new_tokens"] >= 1
+    assert s.generate([TEXT])[0][0].text
+    info = model.info
+    assert info["eos_ids"] == [0] and info["decoder_start_id"] == 999 and info["max_positions"]

@@ -18,8 +18,10 @@ public final class Model {
     let handle: OpaquePointer
 
     public init(path: String, threads: UInt32 = 0) throws {
+        // Swift does not import the header's function-like macros: the _init functions take the
+        // struct's size explicitly.
         var params = quill_model_params()
-        try check(quill_model_default_params(&params))
+        try check(quill_model_params_init(&params, MemoryLayout<quill_model_params>.size))
         params.threads = threads
         var out: OpaquePointer?
         try check(quill_model_open(path, &params, &out))
@@ -43,9 +45,10 @@ public final class Session {
     let handle: OpaquePointer
     let model: Model
 
-    public init(model: Model, maxInputLength: UInt32 = 512, maxNewTokens: UInt32 = 256) throws {
+    /// 0 fits the model (its positions, its default decoding).
+    public init(model: Model, maxInputLength: UInt32 = 0, maxNewTokens: UInt32 = 0) throws {
         var params = quill_session_params()
-        try check(quill_session_default_params(&params))
+        try check(quill_session_params_init(&params, MemoryLayout<quill_session_params>.size))
         params.max_input_len = maxInputLength
         params.max_new_tokens = maxNewTokens
         var out: OpaquePointer?
@@ -56,10 +59,11 @@ public final class Session {
 
     deinit { quill_session_free(handle) }
 
-    /// Translates or continues `text` (greedy, or the model's default decoding).
-    public func generate(_ text: String, maxNewTokens: UInt32 = 128) throws -> String {
+    /// Translates or continues `text` with the model's default decoding (`maxNewTokens` 0: the
+    /// model's default length).
+    public func generate(_ text: String, maxNewTokens: UInt32 = 0) throws -> String {
         var params = quill_generate_params()
-        try check(quill_generate_default_params(model.handle, &params))
+        try check(quill_generate_params_init(model.handle, &params, MemoryLayout<quill_generate_params>.size))
         params.max_new_tokens = maxNewTokens
         var result: OpaquePointer?
         try text.withCString { ptr in

@@ -1,0 +1,132 @@
+//! Text in, text out: the one place that turns texts into input ids and generated ids into the
+//! text a user sees, at the end of a generation and while it streams. The C API, the CLI, the
+//! trainer's evaluation and the bindings all go through here.
+//!
+//! What a user sees of a hypothesis: its ids without the model's control ids (end of sequence,
+//! padding, start of sequence, decoder start; [`Model::special_ids`]), decoded with the target
+//! tokenizer (the source one when the model has only one), special tokens skipped. Streaming
+//! gives the same text piece by piece: a piece is never taken back, so text of byte-fallback
+//! pieces (`<0xE2>`) is held until it is known to be complete, and [`TextStream::finish`] returns
+//! what is still held.
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// The ids of `ids` a user sees (control ids removed).
+pub fn visible_ids(special: &[u32], ids: &[u32]) -> Vec<u32> {
+    ids.iter()
+        .copied()
+        .filter(|i| !special.contains(i))
+        .collect()
+}
+
+#[cfg(feature = "tokenizer")]
+mod imp {
+    use super::*;
+    use crate::tokenizer::Detokenizer;
+
+    /// `text` as input ids with the model's (source) tokenizer; `add_special` applies its
+    /// post-processor (end-of-sequence, language tags...).
+    pub fn encode(model: &Model, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        model.tokenizer()?.encode(text, add_special)
+    }
+
+    /// `text` as ids with the target tokenizer (what the decoder reads and writes; the same as
+    /// [`encode`] for a model with one tokenizer): forced prefixes, stop sequences.
+    pub fn encode_target(model: &Model, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        model.target_tokenizer()?.encode(text, add_special)
+    }
+
+    /// `ids` as text with the target tokenizer (`skip_special`: leave special tokens out).
+    pub fn decode(model: &Model, ids: &[u32], skip_special: bool) -> Result<String> {
+        model.target_tokenizer()?.decode(ids, skip_special)
+    }
+
+    /// The text a user sees of a generated hypothesis.
+    pub fn text_of(model: &Model, ids: &[u32]) -> Result<String> {
+        decode(model, &visible_ids(&model.special_ids(), ids), true)
+    }
+
+    /// Streams the text of several inputs' generations as their final ids arrive.
+    pub struct TextStream<'m> {
+        special: Vec<u32>,
+        detoks: Vec<Detokenizer<'m>>,
+    }
+
+    impl<'m> TextStream<'m> {
+        /// A stream for `inputs` inputs of `model`.
+        pub fn new(model: &'m Model, inputs: usize) -> Result<TextStream<'m>> {
+            let tok = model.target_tokenizer()?;
+            Ok(TextStream {
+                special: model.special_ids(),
+                detoks: (0..inputs).map(|_| tok.detokenizer(true)).collect(),
+            })
+        }
+
+        /// The text that `ids`, the next final ids of input `input`, add.
+        pub fn push(&mut self, input: usize, ids: &[u32]) -> Result<String> {
+            let d = self.detoks.get_mut(input).ok_or_else(|| {
+                Error::InvalidArgument(format!("no input {input} in this stream"))
+            })?;
+            let mut text = String::new();
+            for &id in ids.iter().filter(|i| !self.special.contains(i)) {
+                text.push_str(&d.push(id)?);
+            }
+            Ok(text)
+        }
+
+        /// The text input `input` still holds back (a trailing run of byte pieces); after it,
+        /// the pieces of the input add up to [`text_of`] its ids.
+        pub fn finish(&mut self, input: usize) -> Result<String> {
+            match self.detoks.get_mut(input) {
+                Some(d) => d.finish(),
+                None => Ok(String::new()),
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "tokenizer"))]
+mod imp {
+    use super::*;
+
+    fn no_tokenizer() -> Error {
+        Error::Unsupported(
+            "this build of quill has no tokenizer (cargo feature `tokenizer`): give token ids"
+                .into(),
+        )
+    }
+
+    pub fn encode(_: &Model, _: &str, _: bool) -> Result<Vec<u32>> {
+        Err(no_tokenizer())
+    }
+
+    pub fn encode_target(_: &Model, _: &str, _: bool) -> Result<Vec<u32>> {
+        Err(no_tokenizer())
+    }
+
+    pub fn decode(_: &Model, _: &[u32], _: bool) -> Result<String> {
+        Err(no_tokenizer())
+    }
+
+    pub fn text_of(_: &Model, _: &[u32]) -> Result<String> {
+        Err(no_tokenizer())
+    }
+
+    /// Without a tokenizer there is no text to stream.
+    pub struct TextStream<'m>(std::marker::PhantomData<&'m ()>);
+
+    impl<'m> TextStream<'m> {
+        pub fn new(_: &'m Model, _: usize) -> Result<TextStream<'m>> {
+            Err(no_tokenizer())
+        }
+        pub fn push(&mut self, _: usize, _: &[u32]) -> Result<String> {
+            Err(no_tokenizer())
+        }
+        pub fn finish(&mut self, _: usize) -> Result<String> {
+            Err(no_tokenizer())
+        }
+    }
+}
+
+pub use imp::{TextStream, decode, encode, encode_target, text_of};

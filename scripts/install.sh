@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs quill as a C library: the header, libquill.so.<ABI> (its SONAME) with the libquill.so
-# link, libquill.a, a pkg-config file and a CMake package.
+# Installs quill as a C library: the header (and the C++ wrapper quill.hpp), libquill.so.<ABI>
+# (its SONAME) with the libquill.so link, libquill.a, a pkg-config file and a CMake package.
 #
 #   scripts/install.sh /usr/local        # builds in release mode first
 #   QUILL_LIB_DIR=target/debug scripts/install.sh /tmp/q   # installs libraries built already
@@ -19,6 +19,7 @@ abi=$(grep -m1 'pub const QUILL_ABI_VERSION' src/ffi/mod.rs | grep -o '[0-9]*;' 
 prefix="$(mkdir -p "$prefix" && cd "$prefix" && pwd)"
 install -d "$prefix/lib/pkgconfig" "$prefix/include" "$prefix/lib/cmake/quill"
 install -m 644 include/quill.h "$prefix/include/quill.h"
+install -m 644 bindings/cpp/quill.hpp "$prefix/include/quill.hpp"
 install -m 755 "$QUILL_LIB_DIR/libquill.so" "$prefix/lib/libquill.so.$abi"
 ln -sf "libquill.so.$abi" "$prefix/lib/libquill.so"
 install -m 644 "$QUILL_LIB_DIR/libquill.a" "$prefix/lib/libquill.a"

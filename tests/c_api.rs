@@ -11,45 +11,10 @@ use std::process::Command;
 
 use quill::convert::hf::{ConvertOptions, convert_hf};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{have, lib_dir};
 
-/// target/<profile> of this test run, with libquill.so and libquill.a built by
-/// `cargo build --lib` (`cargo test` builds only the rlib its tests link), once per process.
-fn lib_dir() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let target_dir = profile_dir.parent().unwrap();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--lib", "--quiet"])
-                .arg("--target-dir")
-                .arg(target_dir);
-            cmd.current_dir(root());
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "cargo build --lib failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            profile_dir
-        })
-        .clone()
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use common::root;
 
 fn golden_ids() -> (String, String) {
     let g: serde_json::Value = serde_json::from_str(
@@ -440,6 +405,43 @@ fn exported_symbols_are_the_append_only_list() {
     );
 }
 
+/// The released C ABI (tests/c/abi_baseline.c, recorded append-only by
+/// scripts/abi-baseline.py: every prototype, struct field offset and size, status value,
+/// constant and callback type) still holds in the current header, and covers every export.
+#[test]
+fn the_released_abi_still_holds() {
+    if !have("cc") {
+        assert!(std::env::var("CI").is_err(), "CI must have a C compiler");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-c"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join("tests/c/abi_baseline.c"))
+        .arg("-o")
+        .arg(dir.path().join("abi.o"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the header breaks the released ABI:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let baseline = std::fs::read_to_string(root().join("tests/c/abi_baseline.c")).unwrap();
+    for sym in std::fs::read_to_string(root().join("tests/c/symbols.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            baseline.contains(&format!("check_{sym})")),
+            "{sym} is exported but not in tests/c/abi_baseline.c: run scripts/abi-baseline.py"
+        );
+    }
+}
+
 #[test]
 fn shared_library_soname_carries_the_abi_major() {
     if !have("readelf") {
@@ -726,6 +728,60 @@ fn c_examples_build_and_run() {
         let printed = String::from_utf8(run.stdout).unwrap();
         assert!(printed.starts_with("w"), "{src} printed {printed:?}");
     }
+}
+
+/// bindings/c/lowlevel.c, the documented start/step/logits loop: on the seq2seq fixture it
+/// decodes the `transformers` greedy golden; on the decoder-only fixture, the greedy ids of
+/// quill_generate_ids (through the Rust API).
+#[test]
+fn c_low_level_loop_example_decodes_greedily() {
+    if !have("cc") {
+        assert!(std::env::var("CI").is_err(), "CI must have a C compiler");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_c(
+        dir.path(),
+        "bindings/c/lowlevel.c",
+        "lowlevel",
+        "cc",
+        &["-std=c11"],
+        false,
+    );
+    let run = |model: &Path, text: &str| {
+        let out = Command::new(&exe)
+            .arg(model)
+            .arg(text)
+            .arg("24")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (text, golden) = golden_ids();
+    assert_eq!(run(&marian(dir.path()), &text), golden, "seq2seq");
+    let llama = dir.path().join("llama.quill");
+    convert_hf(
+        &root().join("tests/fixtures/hf/llama"),
+        &llama,
+        &ConvertOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let prompt = "w5 w6 w7";
+    let m = quill::Model::open(&llama, &quill::OpenOptions::default()).unwrap();
+    let ids = m.tokenizer().unwrap().encode(prompt, true).unwrap();
+    let mut s = quill::Session::new(&m, quill::Limits::default().fit(&m)).unwrap();
+    let want = s.generate_greedy(&[&ids], 24, &[]).unwrap()[0]
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(run(&llama, prompt), want, "decoder-only");
 }
 
 #[test]

@@ -192,6 +192,22 @@ fn bad_ids_and_bytes_are_errors() {
     assert!(Tokenizer::from_json("{\"model\": 3}").is_err());
 }
 
+/// A syntax error inside the `decoder` object makes the `tokenizers` crate panic (an `expect`
+/// in its decoder deserializer; found by the c_generate fuzzer in a mutated model file): quill
+/// refuses the file with an error instead.
+#[test]
+fn a_malformed_decoder_is_an_error_not_a_panic() {
+    let json = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/marian/tokenizer.json"),
+    )
+    .unwrap();
+    let at = json.find("\"decoder\"").unwrap();
+    let brace = at + json[at..].find('{').unwrap();
+    let broken = format!("{}{{x{}", &json[..brace], &json[brace + 1..]);
+    let e = Tokenizer::from_json(&broken).unwrap_err().to_string();
+    assert!(e.contains("not a valid tokenizer.json"), "{e}");
+}
+
 #[test]
 fn sentencepiece_models_give_sentencepiece_ids() {
     let mut report = Vec::new();

@@ -119,13 +119,27 @@ impl Tokenizer {
     /// Parses a `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Tokenizer> {
         check_precompiled(json)?;
-        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
+        let bad = |e: String| {
             Error::bad_meta(
                 "quill.tokenizer",
                 format!("not a valid tokenizer.json: {e}"),
             )
-        })?;
-        Ok(Self::wrap(inner))
+        };
+        // `tokenizers` panics instead of failing on a syntax error inside a `decoder` object
+        // (an `expect` in its decoder deserializer; found by the c_generate fuzzer): the syntax
+        // is checked first, without building anything, and a panic that still happens is an
+        // error like any other malformed file.
+        serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| bad(e.to_string()))?;
+        let parsed =
+            std::panic::catch_unwind(|| json.parse::<tokenizers::Tokenizer>()).map_err(|p| {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                bad(format!("the tokenizer library refused it ({what})"))
+            })?;
+        Ok(Self::wrap(parsed.map_err(|e| bad(e.to_string()))?))
     }
 
     pub(crate) fn wrap(inner: tokenizers::Tokenizer) -> Tokenizer {

@@ -229,7 +229,7 @@ static jstring new_string_utf8(JNIEnv *env, const char *s, size_t len) {
     throw_oom(env);
     return NULL;
   }
-  jchar small[256];
+  jchar small[256] = {0}; /* (zeroed: an empty text reads none of it, but GCC cannot tell) */
   jchar *u = small;
   if (len > sizeof small / sizeof small[0]) {
     u = malloc(len * sizeof *u);

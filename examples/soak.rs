@@ -23,9 +23,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use quill::decode::rng::Rng;
 use quill::ffi::quill_status::*;
 use quill::ffi::*;
+use quill::rng::Rng;
 
 const MESSAGES: &[&str] = &[
     "Could not open the file.",

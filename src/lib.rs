@@ -21,11 +21,13 @@
 pub mod convert;
 pub mod decode;
 pub mod error;
+pub mod eval;
 pub mod ffi;
 pub mod format;
 pub mod kernels;
 pub mod log;
 pub mod model;
+pub mod rng;
 pub mod sys;
 pub mod tensor;
 #[cfg(feature = "tokenizer")]

@@ -15,15 +15,14 @@
 mod beam;
 mod params;
 mod processors;
-pub mod rng;
 pub mod text;
 
 use crate::error::{Error, Result};
 use crate::format::Arch;
 pub use crate::model::CancelHandle;
 use crate::model::Session;
+pub use crate::rng::Rng;
 pub use params::{Params, fit_limits};
-pub use rng::Rng;
 pub use text::TextStream;
 
 /// How the next token is chosen.

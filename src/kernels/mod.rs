@@ -25,7 +25,6 @@ use half::{bf16, f16};
 
 pub use pool::Pool;
 
-use crate::format::Activation;
 use crate::tensor::{Matrix, Weights};
 
 /// An instruction-set level, lowest first.
@@ -150,6 +149,18 @@ impl<'a> Out<'a> {
 type GemmFloat<W> = fn(x: &[f32], k: usize, w: &[W], y: &mut Out);
 type LayerNormFn = fn(x: &[f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32, out: &mut [f32]);
 
+/// An elementwise activation of the tables ([`Kernels::activate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Relu,
+    /// GELU, the exact erf form.
+    Gelu,
+    /// GELU, the tanh approximation.
+    GeluTanh,
+    /// SiLU (swish).
+    Silu,
+}
+
 /// One ISA's kernels. Products compute `Y[m, n] = X[m, k] · W[n, k]ᵀ` (see [`scalar`]).
 pub struct Kernels {
     pub isa: Isa,
@@ -232,12 +243,12 @@ impl Kernels {
     }
 
     /// Applies `act` in place.
-    pub fn activate(&self, act: Activation, x: &mut [f32]) {
+    pub fn activate(&self, act: Act, x: &mut [f32]) {
         match act {
-            Activation::Relu => (self.relu)(x),
-            Activation::Gelu => (self.gelu)(x),
-            Activation::GeluTanh => (self.gelu_tanh)(x),
-            Activation::Silu => (self.silu)(x),
+            Act::Relu => (self.relu)(x),
+            Act::Gelu => (self.gelu)(x),
+            Act::GeluTanh => (self.gelu_tanh)(x),
+            Act::Silu => (self.silu)(x),
         }
     }
 
@@ -248,7 +259,7 @@ impl Kernels {
     }
 
     /// Gated feed-forward: `gate = act(gate) ⊙ up`.
-    pub fn gated(&self, act: Activation, gate: &mut [f32], up: &[f32]) {
+    pub fn gated(&self, act: Act, gate: &mut [f32], up: &[f32]) {
         self.activate(act, gate);
         (self.mul)(gate, up);
     }

@@ -48,6 +48,19 @@ use crate::kernels::{Kernels, Pool, kernels};
 use crate::tokenizer::Tokenizer;
 use weights::TransformerWeights;
 
+impl From<crate::format::Activation> for crate::kernels::Act {
+    fn from(a: crate::format::Activation) -> Self {
+        use crate::format::Activation as A;
+        use crate::kernels::Act;
+        match a {
+            A::Relu => Act::Relu,
+            A::Gelu => Act::Gelu,
+            A::GeluTanh => Act::GeluTanh,
+            A::Silu => Act::Silu,
+        }
+    }
+}
+
 /// How to open a model.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {

@@ -1178,7 +1178,11 @@ impl Session {
             match &layer.ffn.gate {
                 Some(gate) => {
                     linear(m, gate, a, rows, &mut b.h2, &mut b.acts);
-                    kern.gated(c.activation, &mut b.h2[..rows * f], &b.h1[..rows * f]);
+                    kern.gated(
+                        c.activation.into(),
+                        &mut b.h2[..rows * f],
+                        &b.h1[..rows * f],
+                    );
                     linear(
                         m,
                         &layer.ffn.down,
@@ -1189,7 +1193,7 @@ impl Session {
                     );
                 }
                 None => {
-                    kern.activate(c.activation, &mut b.h1[..rows * f]);
+                    kern.activate(c.activation.into(), &mut b.h1[..rows * f]);
                     linear(
                         m,
                         &layer.ffn.down,

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::layers::IGNORE;
 use super::model::Batch;
 use super::tok::{EOS, PAD};
-use crate::decode::rng::Rng;
 use crate::error::{Error, Result};
+use crate::eval::{for_each_line, parse_pair};
 use crate::kernels::Pool;
+use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 
 /// What the corpus trains.
@@ -67,14 +68,6 @@ impl Holdout {
 pub struct Example {
     pub src: Vec<u32>,
     pub tgt: Vec<u32>,
-}
-
-/// Splits a TSV line into (source, target); `None` for a line without a tab or an empty side.
-pub fn parse_pair(line: &str) -> Option<(&str, &str)> {
-    let line = line.trim_end_matches(['\n', '\r']);
-    let (s, t) = line.split_once('\t')?;
-    let t = t.split('\t').next().unwrap_or(t);
-    (!s.trim().is_empty() && !t.trim().is_empty()).then_some((s, t))
 }
 
 /// Tokenizes a pair; `None` when either side is longer than `max_len` tokens.
@@ -358,20 +351,6 @@ pub fn par_map<T: Sync, R: Send>(
         items.iter().map(f).collect()
     } else {
         pool.install(|| items.par_iter().map(f).collect())
-    }
-}
-
-/// Calls `f` on each line of a file, streaming (the file may be larger than memory); stops early
-/// when `f` returns false.
-pub fn for_each_line(path: &Path, mut f: impl FnMut(&str) -> bool) -> Result<()> {
-    let io = |e: std::io::Error| Error::io(path.display().to_string(), e);
-    let mut r = BufReader::new(File::open(path).map_err(io)?);
-    let mut buf = String::new();
-    loop {
-        buf.clear();
-        if r.read_line(&mut buf).map_err(io)? == 0 || !f(buf.trim_end_matches(['\n', '\r'])) {
-            return Ok(());
-        }
     }
 }
 

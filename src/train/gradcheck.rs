@@ -10,9 +10,9 @@ use super::layers::{self as ly, AttnShape, Ctx, Dx, Scratch};
 use super::lstm::Lstm;
 use super::model::{Batch, Structure, Transformer};
 use super::net::{Net, NetActs};
-use crate::decode::rng::Rng;
 use crate::format::{Activation, Arch, Config, LstmAttention, Norm, Positions};
 use crate::kernels::{Pool, kernels};
+use crate::rng::Rng;
 
 fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n)

@@ -248,7 +248,7 @@ pub fn norm_backward(
 /// `y = act(x)` elementwise.
 pub fn act_forward(kern: &Kernels, act: Activation, x: &[f32], y: &mut [f32]) {
     y.copy_from_slice(x);
-    kern.activate(act, y);
+    kern.activate(act.into(), y);
 }
 
 /// The derivative of `act` at `x`.
@@ -597,7 +597,7 @@ pub fn cross_entropy(
 
 /// Inverted dropout: zeroes each element with probability `p` and scales the rest by
 /// `1 / (1 − p)`; the mask (0 or the scale) is kept for the backward pass.
-pub fn dropout_forward(x: &mut [f32], p: f32, rng: &mut crate::decode::rng::Rng, mask: &mut [f32]) {
+pub fn dropout_forward(x: &mut [f32], p: f32, rng: &mut crate::rng::Rng, mask: &mut [f32]) {
     let keep = 1.0 / (1.0 - p);
     for (v, m) in x.iter_mut().zip(mask.iter_mut()) {
         *m = if (rng.uniform() as f32) < p {

@@ -9,9 +9,9 @@
 
 use super::layers::{self as ly, Ctx, Dx, LossSums, Scratch};
 use super::model::{Batch, Param};
-use crate::decode::rng::Rng;
 use crate::error::{Error, Result};
 use crate::format::{Arch, Config, LstmAttention};
+use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug)]
 struct CellP {

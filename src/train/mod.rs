@@ -8,21 +8,19 @@
 //!   [`net`]: either network behind one interface;
 //! - [`optim`]: AdamW, schedules, clipping; [`data`]: corpora, bucketed batches, cursors;
 //! - [`tok`]: BPE / Unigram tokenizer training;
-//! - [`run`]: a training run, checkpoints, exports;
-//! - [`translate`]: decoding a test set with the runtime; [`metrics`]: BLEU and chrF,
-//!   sacreBLEU-compatible; [`plot`]: training curves as PNG.
+//! - [`run`]: a training run, checkpoints, exports; [`plot`]: training curves as PNG.
+//!
+//! Evaluation (decoding a test set, BLEU and chrF) is [`crate::eval`]'s, shared with `quill eval`.
 
 pub mod data;
 pub mod layers;
 pub mod lstm;
-pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod optim;
 pub mod plot;
 pub mod run;
 pub mod tok;
-pub mod translate;
 
 #[cfg(test)]
 mod gradcheck;

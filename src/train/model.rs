@@ -4,9 +4,9 @@
 //! (`src/model/session.rs`), with padded batches instead of a KV cache.
 
 use super::layers::{self as ly, AttnShape, Ctx, Dx, LossSums, PosInput, Scratch};
-use crate::decode::rng::Rng;
 use crate::error::{Error, Result};
 use crate::format::{Activation, Arch, Config, Norm, Positions};
+use crate::rng::Rng;
 
 /// One named parameter tensor inside the flat buffer.
 #[derive(Clone, Debug, PartialEq)]
@@ -927,7 +927,7 @@ impl Transformer {
                     for i in 0..n * f {
                         let a = ly::act_grad(c.activation, la.g[i]);
                         let mut av = [la.g[i]];
-                        ctx.kern.activate(c.activation, &mut av);
+                        ctx.kern.activate(c.activation.into(), &mut av);
                         dg[i] = w.dact[i] * la.h[i] * a;
                         dh[i] = w.dact[i] * av[0];
                     }

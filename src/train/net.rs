@@ -4,8 +4,8 @@
 use super::layers::{Ctx, LossSums};
 use super::lstm::{Lstm, LstmActs};
 use super::model::{Acts, Batch, Param, Transformer};
-use crate::decode::rng::Rng;
 use crate::format::{Arch, Config};
+use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub enum Net {

@@ -12,11 +12,11 @@ use super::model::{Batch, Transformer};
 use super::net::{Net, NetActs};
 use super::optim::{AdamW, AdamWOptions, Schedule, clip_grad_norm};
 use crate::convert::quantize::{Target, quantize_file};
-use crate::decode::rng::Rng;
 use crate::error::{Error, Result};
 use crate::format::{QuillFile, Writer, keys};
 use crate::kernels::{Pool, kernels};
 use crate::model::{Model, OpenOptions};
+use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 
 /// Metadata key of a checkpoint's training state (JSON of [`State`]).

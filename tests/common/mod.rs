@@ -98,7 +98,7 @@ pub fn train_until_exact(
             max_new_tokens: 16,
             ..Default::default()
         };
-        let out = quill::train::translate::translate(&model, &sources, &o, 32).unwrap();
+        let out = quill::eval::translate(&model, &sources, &o, 32).unwrap();
         let hits = out
             .texts
             .iter()

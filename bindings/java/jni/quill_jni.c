@@ -536,6 +536,18 @@ JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM *vm, void *reserved) {
   return JNI_VERSION_1_6;
 }
 
+JNIEXPORT void JNICALL JNI_OnUnload(JavaVM *vm, void *reserved) {
+  (void)reserved;
+  JNIEnv *env = NULL;
+  if ((*vm)->GetEnv(vm, (void **)&env, JNI_VERSION_1_6) != JNI_OK) return;
+  jclass *globals[] = {&g_quill_exception, &g_hypothesis, &g_hypothesis_array, &g_generation,
+                       &g_null_pointer,    &g_out_of_memory, &g_illegal_argument};
+  for (size_t i = 0; i < sizeof globals / sizeof globals[0]; i++) {
+    if (*globals[i]) (*env)->DeleteGlobalRef(env, *globals[i]);
+    *globals[i] = NULL;
+  }
+}
+
 JNIEXPORT jstring JNICALL Java_dev_quill_Native_version(JNIEnv *env, jclass cls) {
   (void)cls;
   const char *v = quill_version();

@@ -11,6 +11,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quill::convert::quantize::Target;
 use quill::decode::{BeamOptions, GenerateOptions, Strategy};
+use quill::eval;
 use quill::format::{Activation, Arch, Config, LstmAttention, Norm, Positions, QuillFile};
 use quill::tokenizer::Tokenizer;
 use quill::train::data::{self, Cursor, Holdout, Split, Task};
@@ -20,7 +21,7 @@ use quill::train::net::Net;
 use quill::train::optim::{AdamWOptions, Schedule};
 use quill::train::plot::{Chart, Series, write_png};
 use quill::train::run::{Options, State, Trainer, load_model};
-use quill::train::{tok, translate};
+use quill::train::tok;
 
 /// Train a Transformer translation model (TSV of source<TAB>target) or language model (plain
 /// text), and write `.quill` files the runtime loads unchanged.
@@ -338,12 +339,12 @@ fn tokenizer_texts(
 ) -> Res<Vec<String>> {
     let mut out = Vec::new();
     let mut taken = 0;
-    data::for_each_line(path, |line| {
+    eval::for_each_line(path, |line| {
         if holdout.is_some_and(|h| h.split(line) != Split::Train) {
             return true;
         }
         if seq2seq {
-            if let Some((s, t)) = data::parse_pair(line) {
+            if let Some((s, t)) = eval::parse_pair(line) {
                 out.push(s.to_string());
                 out.push(t.to_string());
                 taken += 1;
@@ -507,7 +508,7 @@ fn run(a: Args) -> Res<()> {
                     ex.push(e);
                 }
             }
-            let mut rng = quill::decode::rng::Rng::new(0);
+            let mut rng = quill::rng::Rng::new(0);
             let batches = data::bucket(&ex, trainer.state.options.budget, start, &mut rng);
             (pairs, batches)
         }
@@ -517,7 +518,7 @@ fn run(a: Args) -> Res<()> {
                 stream.extend(trainer.tokenizer.encode(&line, false)?);
                 stream.push(tok::EOS);
             }
-            let mut rng = quill::decode::rng::Rng::new(0);
+            let mut rng = quill::rng::Rng::new(0);
             let per = (trainer.state.options.budget / block).max(1);
             (Vec::new(), data::blocks(&stream, block, per, &mut rng))
         }
@@ -679,7 +680,7 @@ fn run(a: Args) -> Res<()> {
                 ..Default::default()
             });
         }
-        let (scores, _) = translate::evaluate(&model, &pairs, &o, 16)?;
+        let (scores, _) = eval::evaluate(&model, &pairs, &o, 16)?;
         eprintln!(
             "test: {} sentences, BLEU {:.2}, chrF {:.2} (f32, {} beams)",
             scores.sentences, scores.bleu, scores.chrf, a.beams
@@ -718,7 +719,7 @@ fn evaluate(
         let mut o = GenerateOptions::model_defaults(&model)?;
         o.strategy = Strategy::Greedy;
         let subset = &pairs[..sentences.min(pairs.len())];
-        let (scores, hyps) = translate::evaluate(&model, subset, &o, 32)?;
+        let (scores, hyps) = eval::evaluate(&model, subset, &o, 32)?;
         line += &format!(
             ", BLEU {:.2}, chrF {:.2} (greedy, {} sentences)",
             scores.bleu,

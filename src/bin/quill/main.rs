@@ -59,7 +59,6 @@ enum Command {
     },
     /// Translate a test set (TSV: source<TAB>reference) and report BLEU, chrF (sacreBLEU
     /// compatible) and tokens/s as JSON. Decoding follows the model's defaults unless flags say.
-    #[cfg(feature = "train")]
     Eval {
         model: PathBuf,
         test: PathBuf,
@@ -177,7 +176,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             )?;
             generate::chat(&m, &decode, max_context)?;
         }
-        #[cfg(feature = "train")]
         Command::Eval {
             model,
             test,
@@ -193,12 +191,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     ..Default::default()
                 },
             )?;
-            let pairs = quill::train::data::read_pairs(&test, None)?;
+            let pairs = quill::eval::read_pairs(&test)?;
             if pairs.is_empty() {
                 return Err(format!("{}: no `source<TAB>reference` lines", test.display()).into());
             }
             let options = decode.options(&m)?;
-            let (scores, hyps) = quill::train::translate::evaluate(&m, &pairs, &options, batch)?;
+            let (scores, hyps) = quill::eval::evaluate(&m, &pairs, &options, batch)?;
             if let Some(out) = output {
                 std::fs::write(out, hyps.join("\n") + "\n")?;
             }

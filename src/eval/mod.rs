@@ -1,12 +1,24 @@
-//! Translating a test set with the runtime, and scoring it: what `quill eval` and the trainer's
-//! evaluations run.
+//! Evaluation: generating for a test set with the runtime and scoring it against references,
+//! what `quill eval` and the trainer's evaluations run (no trainer needed).
+//!
+//! - [`metrics`]: BLEU and chrF, sacreBLEU-compatible (held to the real sacrebleu's goldens);
+//! - [`translate`]: generate for many inputs in length-sorted batches, through the text layer
+//!   (`decode::text`), so the texts are what every other front end shows;
+//! - [`evaluate`]: translate and score; [`read_pairs`]: `source<TAB>reference` test sets.
+//!
+//! Try it: `quill eval models/en-de-ui.quill test.tsv`.
 
+pub mod metrics;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::time::Instant;
 
-use super::metrics::{Bleu, corpus_bleu, corpus_chrf};
-use crate::decode::{GenerateOptions, Strategy, generate};
-use crate::error::Result;
+use crate::decode::{GenerateOptions, Strategy, generate, text};
+use crate::error::{Error, Result};
 use crate::model::{Limits, Model, Session};
+use metrics::{Bleu, corpus_bleu, corpus_chrf};
 
 /// Outputs of [`translate`].
 pub struct Translations {
@@ -17,8 +29,8 @@ pub struct Translations {
     pub seconds: f64,
 }
 
-/// Translates (or continues) `inputs` with `options`, `batch` inputs at a time (sorted by length
-/// so batches waste little), and decodes the outputs with the model's target tokenizer.
+/// Translates (or summarizes, or continues) `inputs` with `options`, `batch` inputs at a time
+/// (sorted by length so batches waste little); the texts are what users see of the outputs.
 pub fn translate(
     model: &Model,
     inputs: &[String],
@@ -26,12 +38,9 @@ pub fn translate(
     batch: usize,
 ) -> Result<Translations> {
     let t0 = Instant::now();
-    let tok = model.tokenizer()?;
-    let target = model.target_tokenizer()?;
-    let special = model.special_ids();
     let ids: Vec<Vec<u32>> = inputs
         .iter()
-        .map(|t| tok.encode(t, true))
+        .map(|t| text::encode(model, t, true))
         .collect::<Result<_>>()?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
@@ -56,15 +65,8 @@ pub fn translate(
         let refs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
         let out = generate(&mut session, &refs, options, None, None)?;
         for (&i, hyps) in group.iter().zip(&out.outputs) {
-            let h = &hyps[0];
-            tokens += h.ids.len();
-            let kept: Vec<u32> = h
-                .ids
-                .iter()
-                .copied()
-                .filter(|t| !special.contains(t))
-                .collect();
-            texts[i] = target.decode(&kept, true)?;
+            tokens += hyps[0].ids.len();
+            texts[i] = text::text_of(model, &hyps[0].ids)?;
         }
     }
     Ok(Translations {
@@ -107,4 +109,37 @@ pub fn evaluate(
         detail: Some(bleu),
     };
     Ok((scores, out.texts))
+}
+
+/// `source<TAB>target` of a TSV line (further columns ignored); `None` when either is empty.
+pub fn parse_pair(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let (s, t) = line.split_once('\t')?;
+    let t = t.split('\t').next().unwrap_or(t);
+    (!s.trim().is_empty() && !t.trim().is_empty()).then_some((s, t))
+}
+
+/// Calls `f` on each line of a text file (without its line ending) until it returns false.
+pub fn for_each_line(path: &Path, mut f: impl FnMut(&str) -> bool) -> Result<()> {
+    let io = |e: std::io::Error| Error::io(path.display().to_string(), e);
+    let mut r = BufReader::new(File::open(path).map_err(io)?);
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        if r.read_line(&mut buf).map_err(io)? == 0 || !f(buf.trim_end_matches(['\n', '\r'])) {
+            return Ok(());
+        }
+    }
+}
+
+/// Every `source<TAB>reference` pair of a TSV test set.
+pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for_each_line(path, |l| {
+        if let Some((s, t)) = parse_pair(l) {
+            out.push((s.to_string(), t.to_string()));
+        }
+        true
+    })?;
+    Ok(out)
 }

@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use quill::decode::rng::Rng;
+use quill::rng::Rng;
 use quill::format::{Activation, Arch, Config, Norm, Positions};
 use quill::kernels::{Pool, kernels};
 use quill::train::layers::{Ctx, IGNORE};

@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
-use quill::rng::Rng;
 use quill::format::{Activation, Arch, Config, Norm, Positions};
 use quill::kernels::{Pool, kernels};
+use quill::rng::Rng;
 use quill::train::layers::{Ctx, IGNORE};
 use quill::train::model::{Acts, Batch, Structure, Transformer};
 use quill::train::optim::{AdamW, AdamWOptions, clip_grad_norm};

@@ -1,8 +1,10 @@
 //! quill: an embeddable inference engine for Seq2Seq and Transformer text-generation models.
 //!
 //! The crate is layered (`CONTRIBUTING.md` has the map): [`format`] reads and writes the
-//! `.quill` file, [`tensor`] views its bytes as typed weights, [`convert`] quantizes, and
-//! [`ffi`] exposes the stable C API declared in `include/quill.h`.
+//! `.quill` file, [`tensor`] views its bytes as typed weights, [`kernels`] compute, [`model`]
+//! runs the networks, [`decode`] turns logits into ids and ids into text, [`eval`] scores,
+//! [`convert`] imports and quantizes, and [`ffi`] exposes the stable C API declared in
+//! `include/quill.h`.
 //!
 //! ```
 //! // A .quill file is a safetensors file with quill's conventions; write one and read it back.
@@ -15,8 +17,8 @@
 //! # Ok::<(), quill::Error>(())
 //! ```
 //!
-//! Running a model: `Model::open`, `Session::new`, then `quill::decode::generate` (or
-//! `Session::generate_text`); see README.md.
+//! Running a model: `Model::open`, `Session::new`, then `quill::decode::generate` (ids) with
+//! `quill::decode::text` (text in and out); see README.md.
 
 pub mod convert;
 pub mod decode;

@@ -776,7 +776,7 @@ fn c_low_level_loop_example_decodes_greedily() {
     let m = quill::Model::open(&llama, &quill::OpenOptions::default()).unwrap();
     let ids = m.tokenizer().unwrap().encode(prompt, true).unwrap();
     let mut s = quill::Session::new(&m, quill::Limits::default().fit(&m)).unwrap();
-    let want = s.generate_greedy(&[&ids], 24, &[]).unwrap()[0]
+    let want = quill::decode::greedy(&mut s, &[&ids], 24, &[]).unwrap()[0]
         .iter()
         .map(|i| i.to_string())
         .collect::<Vec<_>>()

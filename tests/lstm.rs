@@ -111,7 +111,7 @@ fn greedy_and_beam_match_pytorch() {
         let inputs: Vec<Vec<u32>> = g["inputs"].as_array().unwrap().iter().map(ids).collect();
         let refs: Vec<&[u32]> = inputs.iter().map(|v| v.as_slice()).collect();
         let mut s = Session::new(&m, limits(3, 1)).unwrap();
-        let greedy = s.generate_greedy(&refs, 16, &[]).unwrap();
+        let greedy = quill::decode::greedy(&mut s, &refs, 16, &[]).unwrap();
         let want: Vec<Vec<u32>> = g["greedy"].as_array().unwrap().iter().map(ids).collect();
         assert_eq!(greedy, want, "{name}: greedy");
 

@@ -147,17 +147,21 @@ fn check_parity(name: &str) {
 
     // The library's greedy loop gives the same ids, also in a batch with another input.
     let other: Vec<u32> = input.iter().rev().cloned().collect();
-    let out = s
-        .generate_greedy(
-            &[&input, &other[..other.len() - 3]],
-            expect_ids.len(),
-            &suppress,
-        )
-        .unwrap();
-    assert_eq!(out[0], expect_ids, "{name}: generate_greedy");
-    let alone = s
-        .generate_greedy(&[&other[..other.len() - 3]], expect_ids.len(), &suppress)
-        .unwrap();
+    let out = quill::decode::greedy(
+        &mut s,
+        &[&input, &other[..other.len() - 3]],
+        expect_ids.len(),
+        &suppress,
+    )
+    .unwrap();
+    assert_eq!(out[0], expect_ids, "{name}: decode::greedy");
+    let alone = quill::decode::greedy(
+        &mut s,
+        &[&other[..other.len() - 3]],
+        expect_ids.len(),
+        &suppress,
+    )
+    .unwrap();
     assert_eq!(
         out[1], alone[0],
         "{name}: a batch neighbour changed the result"
@@ -299,7 +303,7 @@ fn text_in_text_out() {
     let text = text.join(" ");
     assert_eq!(tok.encode(&text, true).unwrap(), input);
     let mut s = session(&model);
-    let out = s.generate_text(&[&text], 24).unwrap();
+    let out = quill::decode::text::greedy(&mut s, &[&text], 24).unwrap();
     let expect: Vec<u32> = ids(&g["output_ids"])[1..]
         .iter()
         .copied()
@@ -323,9 +327,9 @@ fn a_model_without_tokenizer_still_runs_ids() {
     let err = model.tokenizer().unwrap_err().to_string();
     assert!(err.contains("no tokenizer"), "{err}");
     let mut s = session(&model);
-    assert!(s.generate_text(&["hello"], 4).is_err());
+    assert!(quill::decode::text::greedy(&mut s, &["hello"], 4).is_err());
     assert_eq!(
-        s.generate_greedy(&[&[5, 6, 7]], 4, &[]).unwrap()[0].len(),
+        quill::decode::greedy(&mut s, &[&[5, 6, 7]], 4, &[]).unwrap()[0].len(),
         4
     );
 }

@@ -186,8 +186,7 @@ fn check_parity(arch: Arch, pre_norm: bool, positions: Positions, norm: Norm, ga
     } else {
         &tgts[0][..2]
     };
-    let runtime = session
-        .generate_greedy(&[input], n_new, &[])
+    let runtime = quill::decode::greedy(&mut session, &[input], n_new, &[])
         .unwrap()
         .remove(0);
     let mut seq: Vec<u32> = if arch == Arch::Seq2Seq {
@@ -373,8 +372,8 @@ fn exports_load_in_the_runtime_and_quantized_ones_agree() {
     );
     let mut sa = Session::new(&a, Limits::default().fit(&a)).unwrap();
     let mut sb = Session::new(&b, Limits::default().fit(&b)).unwrap();
-    let la = sa.generate_text(&["a b c d"], 12).unwrap();
-    let lb = sb.generate_text(&["a b c d"], 12).unwrap();
+    let la = quill::decode::text::greedy(&mut sa, &["a b c d"], 12).unwrap();
+    let lb = quill::decode::text::greedy(&mut sb, &["a b c d"], 12).unwrap();
     assert!(!la[0].is_empty());
     // Not trained to convergence: only check both decode something over the same vocabulary.
     assert!(

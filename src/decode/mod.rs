@@ -444,6 +444,28 @@ impl Chat {
     }
 }
 
+/// Greedy decoding and nothing else: ids in, generated ids out (without the decoder start id or
+/// the prompt; the end-of-sequence id included when it was produced). `suppress` ids are never
+/// chosen; the model's end-of-sequence ids end a sequence; none of its generation defaults
+/// apply (for those, [`generate`] with [`GenerateOptions::model_defaults`]).
+pub fn greedy(
+    session: &mut Session,
+    inputs: &[&[u32]],
+    max_new_tokens: usize,
+    suppress: &[u32],
+) -> Result<Vec<Vec<u32>>> {
+    let o = GenerateOptions {
+        max_new_tokens,
+        suppress_tokens: suppress.to_vec(),
+        ..GenerateOptions::default()
+    };
+    let g = generate(session, inputs, &o, None, None)?;
+    Ok(g.outputs
+        .into_iter()
+        .map(|h| h.into_iter().next().map(|h| h.ids).unwrap_or_default())
+        .collect())
+}
+
 /// Draws one token from `logits` with the sampling options (for callers that run their own loop,
 /// and for tests of the distribution). Returns the id and its log-probability.
 pub fn sample_logits(options: &SampleOptions, logits: &[f32], rng: &mut Rng) -> (u32, f32) {

@@ -47,6 +47,25 @@ mod imp {
         decode(model, &visible_ids(&model.special_ids(), ids), true)
     }
 
+    /// Greedy generation from text ([`crate::decode::greedy`]): each input tokenized with the
+    /// model's tokenizer, each output as the text a user sees.
+    pub fn greedy(
+        session: &mut crate::model::Session,
+        texts: &[&str],
+        max_new_tokens: usize,
+    ) -> Result<Vec<String>> {
+        let model = session.model().clone();
+        let inputs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| encode(&model, t, true))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+        crate::decode::greedy(session, &refs, max_new_tokens, &[])?
+            .iter()
+            .map(|ids| text_of(&model, ids))
+            .collect()
+    }
+
     /// Streams the text of several inputs' generations as their final ids arrive.
     pub struct TextStream<'m> {
         special: Vec<u32>,
@@ -113,6 +132,10 @@ mod imp {
         Err(no_tokenizer())
     }
 
+    pub fn greedy(_: &mut crate::model::Session, _: &[&str], _: usize) -> Result<Vec<String>> {
+        Err(no_tokenizer())
+    }
+
     /// Without a tokenizer there is no text to stream.
     pub struct TextStream<'m>(std::marker::PhantomData<&'m ()>);
 
@@ -129,4 +152,4 @@ mod imp {
     }
 }
 
-pub use imp::{TextStream, decode, encode, encode_target, text_of};
+pub use imp::{TextStream, decode, encode, encode_target, greedy, text_of};

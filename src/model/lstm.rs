@@ -494,3 +494,140 @@ impl Ctx<'_> {
         st.tilde = tmp;
     }
 }
+
+/// The LSTM of a session: its recurrent state, logits and alignment, sized once from the limits.
+pub(crate) struct LstmNet {
+    model: super::Model,
+    w: std::sync::Arc<LstmWeights>,
+    st: LstmState,
+    /// `[slots, V]`
+    logits: Vec<f32>,
+    /// `[slots, max_in]`, allocated when first recorded.
+    align: Vec<f32>,
+    align_on: bool,
+    slots: usize,
+    max_in: usize,
+    /// Per row of a step: its slot, input and source length (allocated once).
+    rows: [Vec<usize>; 3],
+}
+
+impl LstmNet {
+    /// Bytes the network takes for `limits`.
+    pub fn bytes_for(c: &Config, limits: &super::Limits) -> u128 {
+        let slots = limits.max_batch * limits.beams;
+        let floats = LstmState::floats(c, slots, limits.max_batch, limits.max_input_len)
+            + slots * c.vocab_size
+            + slots * limits.max_input_len;
+        let width = (c.embed_dim() + c.d_model)
+            .max(2 * c.d_model)
+            .max(4 * c.d_model);
+        4 * floats as u128 + (slots.max(limits.max_input_len) * width) as u128
+    }
+
+    pub fn new(
+        model: &super::Model,
+        w: std::sync::Arc<LstmWeights>,
+        limits: &super::Limits,
+    ) -> LstmNet {
+        let c = &model.inner.config;
+        let slots = limits.max_batch * limits.beams;
+        LstmNet {
+            model: model.clone(),
+            w,
+            st: LstmState::new(c, slots, limits.max_batch, limits.max_input_len),
+            logits: vec![0.0; slots * c.vocab_size],
+            align: Vec::new(),
+            align_on: false,
+            slots,
+            max_in: limits.max_input_len,
+            rows: std::array::from_fn(|_| Vec::with_capacity(slots)),
+        }
+    }
+}
+
+impl super::Network for LstmNet {
+    fn encode(
+        &mut self,
+        b: &super::Batch,
+        beams: usize,
+        cancel: Option<&super::CancelHandle>,
+    ) -> Result<bool> {
+        let model = self.model.clone();
+        let m = &*model.inner;
+        let net = Ctx {
+            file: &m.file,
+            kern: m.kernels,
+            pool: &m.pool,
+            config: &m.config,
+            w: &self.w,
+        };
+        let cancelled = || cancel.is_some_and(|c| c.is_cancelled());
+        let mut slots = Vec::with_capacity(beams);
+        for (input, g) in b.groups.iter().enumerate() {
+            slots.clear();
+            slots.extend(input * beams..(input + 1) * beams);
+            let ids = &b.tokens[g.row0..g.row0 + g.len];
+            if !net.encode(&mut self.st, input, ids, &slots, &cancelled) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn decode(&mut self, b: &super::Batch, _cancel: Option<&super::CancelHandle>) -> bool {
+        let model = self.model.clone();
+        let m = &*model.inner;
+        let net = Ctx {
+            file: &m.file,
+            kern: m.kernels,
+            pool: &m.pool,
+            config: &m.config,
+            w: &self.w,
+        };
+        let [slots, inputs, src_len] = &mut self.rows;
+        slots.clear();
+        inputs.clear();
+        src_len.clear();
+        for g in b.groups {
+            debug_assert_eq!(g.len, 1, "an LSTM decodes one token per sequence at a time");
+            slots.push(g.slot);
+            inputs.push(b.input_of[g.slot]);
+            src_len.push(b.src_len[b.input_of[g.slot]]);
+        }
+        let align = self.align_on.then_some(&mut self.align[..]);
+        net.step(
+            &mut self.st,
+            slots,
+            b.tokens,
+            inputs,
+            src_len,
+            &mut self.logits,
+            align,
+        );
+        true
+    }
+
+    fn copy_slot(&mut self, from: usize, to: usize, _len: usize) {
+        let layers = self.model.inner.config.decoder_layers;
+        self.st.copy_slot(layers, from, to);
+    }
+
+    fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.logits
+    }
+
+    fn record_alignment(&mut self, on: bool) {
+        self.align_on = on;
+        if on && self.align.is_empty() {
+            self.align = vec![0.0; self.slots * self.max_in];
+        }
+    }
+
+    fn alignment(&self, slot: usize, n: usize) -> &[f32] {
+        &self.align[slot * self.max_in..slot * self.max_in + n]
+    }
+}

@@ -5,18 +5,17 @@
 //! (`decoder-only`: GPT-2, Llama, Qwen2, Mistral), built from one [`Config`]; the weight names are
 //! in `docs/architectures.md`. Try it: `quill run model.quill --ids 5,17,42`.
 
+mod limits;
 mod lstm;
+pub(crate) mod positions;
 mod session;
-mod weights;
+mod transformer;
 
 use std::path::Path;
 use std::sync::Arc;
 
-#[cfg(feature = "train")]
-pub(crate) use session::rope_tables;
-pub use session::{Limits, Session};
-#[cfg(feature = "train")]
-pub(crate) use weights::sinusoids;
+pub use limits::Limits;
+pub use session::Session;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -46,7 +45,7 @@ use crate::format::{Arch, Config, QuillFile};
 use crate::kernels::{Kernels, Pool, kernels};
 #[cfg(feature = "tokenizer")]
 use crate::tokenizer::Tokenizer;
-use weights::TransformerWeights;
+use transformer::weights::{self as tf_weights, TransformerWeights};
 
 impl From<crate::format::Activation> for crate::kernels::Act {
     fn from(a: crate::format::Activation) -> Self {
@@ -84,21 +83,57 @@ pub(crate) struct ModelInner {
     pub kernels: &'static Kernels,
 }
 
-/// The weights of one of the architectures.
-#[allow(clippy::large_enum_variant)] // one per model, made once at open and never moved after
+/// The weights of one of the architectures (shared with the sessions' network states).
 pub(crate) enum Net {
-    Transformer(TransformerWeights),
-    Lstm(lstm::LstmWeights),
+    Transformer(Arc<TransformerWeights>),
+    Lstm(Arc<lstm::LstmWeights>),
 }
 
-impl ModelInner {
-    /// The Transformer weights (callers are on a Transformer path).
-    pub(crate) fn tf(&self) -> &TransformerWeights {
-        match &self.weights {
-            Net::Transformer(t) => t,
-            Net::Lstm(_) => unreachable!("a Transformer path reached with an LSTM model"),
-        }
+/// The rows of one sequence in a pass's stacked rows: its cache slot, its first row, how many
+/// rows (tokens) it has, and the position of its first row in the sequence.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Group {
+    pub slot: usize,
+    pub row0: usize,
+    pub len: usize,
+    pub pos0: usize,
+}
+
+/// A pass over a ragged batch: the sequences' groups and their tokens (`[rows]`), the input each
+/// cache slot reads, and each input's source length (seq2seq).
+pub(crate) struct Batch<'a> {
+    pub groups: &'a [Group],
+    pub tokens: &'a [u32],
+    pub input_of: &'a [usize],
+    pub src_len: &'a [usize],
+}
+
+impl Batch<'_> {
+    /// Stacked rows in all.
+    pub fn rows(&self) -> usize {
+        self.groups.last().map_or(0, |g| g.row0 + g.len)
     }
+}
+
+/// What a network keeps per session and the passes a [`Session`] runs on it. The Transformer
+/// and the LSTM each implement it; the session only keeps the sequences' bookkeeping.
+pub(crate) trait Network: Send {
+    /// Encodes the inputs (group `i` is input `i`, its slots `i·beams..(i+1)·beams`) of an
+    /// encoder-decoder. `Ok(false)` when `cancel` stopped it.
+    fn encode(&mut self, b: &Batch, beams: usize, cancel: Option<&CancelHandle>) -> Result<bool>;
+    /// Runs the decoder over the groups' tokens at their positions (after what each slot's state
+    /// holds) and computes the logits of each group's last row. False when `cancel` stopped it
+    /// (passes of more than one row only).
+    fn decode(&mut self, b: &Batch, cancel: Option<&CancelHandle>) -> bool;
+    /// Makes slot `to` continue from slot `from`, whose state holds `len` tokens.
+    fn copy_slot(&mut self, from: usize, to: usize, len: usize);
+    /// The logits `[slots, vocab]` (the first rows are the last pass's).
+    fn logits(&self) -> &[f32];
+    fn logits_mut(&mut self) -> &mut [f32];
+    /// Records the cross-attention alignment of every decoding step from now on (or not).
+    fn record_alignment(&mut self, on: bool);
+    /// The last step's alignment of `slot` over the `n` source tokens of its input.
+    fn alignment(&self, slot: usize, n: usize) -> &[f32];
 }
 
 /// A loaded model: immutable, `Send + Sync`, cheap to clone (clones share everything).
@@ -136,10 +171,10 @@ impl Model {
         }
         let (arch, config) = (meta.arch, meta.config.clone());
         let weights = match arch {
-            Arch::Seq2Seq | Arch::DecoderOnly => {
-                Net::Transformer(weights::load_transformer(&file, arch, &config)?)
-            }
-            Arch::LstmSeq2Seq => Net::Lstm(lstm::load(&file, &config)?),
+            Arch::Seq2Seq | Arch::DecoderOnly => Net::Transformer(Arc::new(
+                tf_weights::load_transformer(&file, arch, &config)?,
+            )),
+            Arch::LstmSeq2Seq => Net::Lstm(Arc::new(lstm::load(&file, &config)?)),
         };
         let pool = Pool::new(options.threads)?;
         Ok(Model {
@@ -223,7 +258,11 @@ impl Model {
     /// a rotary model's `max_positions`); `None` when it has no such limit (LSTM, T5's relative
     /// positions).
     pub fn max_positions(&self) -> Option<usize> {
-        session::max_positions(&self.inner)
+        match &self.inner.weights {
+            Net::Transformer(w) => w.max_positions(&self.inner.config),
+            // Recurrent: no position table.
+            Net::Lstm(_) => None,
+        }
     }
 
     /// The kernel level in use.

@@ -290,7 +290,7 @@ impl Transformer {
         let lm_bias =
             has("lm_head.bias").then(|| b.add("lm_head.bias", &[config.vocab_size], false));
         let sinusoids = if config.positions == Positions::Sinusoidal {
-            crate::model::sinusoids(config.max_positions.max(1), config.d_model)
+            crate::model::positions::sinusoids(config.max_positions.max(1), config.d_model)
         } else {
             Vec::new()
         };
@@ -300,7 +300,8 @@ impl Transformer {
             } else {
                 4096
             };
-            let (cos, sin) = crate::model::rope_tables(len, config.head_dim(), config.rope_theta);
+            let (cos, sin) =
+                crate::model::positions::rope_tables(len, config.head_dim(), config.rope_theta);
             let neg: Vec<f32> = sin.iter().map(|s| -s).collect();
             (cos, sin, neg)
         });

@@ -1,9 +1,14 @@
 //! The weights of a Transformer, gathered once at load by their canonical names
 //! (`docs/architectures.md`) and checked against the config: matrices stay in the file (a
 //! [`MatrixRef`] each), vectors (norms, biases, T5's relative bias table) are converted to f32.
+//! The structs are the blocks of [`super::blocks`], which give each its `forward`.
+//!
+//! Dimensions: `d` model width, `hd` head width, `heads` query heads, `kv` key/value heads,
+//! `f` feed-forward width, `V` vocabulary.
 
 use crate::error::{Error, Result};
 use crate::format::{Arch, Config, MatrixRef, Positions, QuillFile};
+use crate::model::positions::Sinusoids;
 
 /// A normalization layer: LayerNorm (`bias` optional) or RMSNorm (`bias` always `None`).
 pub(crate) struct Norm {
@@ -19,27 +24,50 @@ pub(crate) struct Linear {
     pub out: usize,
 }
 
+/// The projections of an attention block.
 pub(crate) struct Attention {
+    /// `[heads·hd, d]`
     pub q: Linear,
+    /// `[kv·hd, d]`
     pub k: Linear,
+    /// `[kv·hd, d]`
     pub v: Linear,
+    /// `[d, heads·hd]`
     pub o: Linear,
 }
 
+/// Self-attention (causal through the KV cache in a decoder, bidirectional in an encoder) and
+/// its norm.
+pub(crate) struct SelfAttention {
+    pub proj: Attention,
+    /// `[d]`
+    pub norm: Norm,
+}
+
+/// Cross-attention over the encoder output (decoder of a seq2seq model) and its norm.
+pub(crate) struct CrossAttention {
+    pub proj: Attention,
+    /// `[d]`
+    pub norm: Norm,
+}
+
+/// The feed-forward block and its norm: `down(act(up(x)))`, or gated (SwiGLU, GEGLU):
+/// `down(act(gate(x)) ⊙ up(x))`.
 pub(crate) struct FeedForward {
+    /// `[f, d]`
     pub up: Linear,
-    /// Gated feed-forward (SwiGLU, GEGLU): `act(x·W_gateᵀ) ⊙ (x·W_upᵀ)`.
+    /// `[f, d]`
     pub gate: Option<Linear>,
+    /// `[d, f]`
     pub down: Linear,
+    /// `[d]`
+    pub norm: Norm,
 }
 
 pub(crate) struct Layer {
-    pub self_attn: Attention,
-    pub self_attn_norm: Norm,
-    /// Cross-attention over the encoder output (decoder of a seq2seq model).
-    pub cross: Option<(Attention, Norm)>,
+    pub self_attn: SelfAttention,
+    pub cross: Option<CrossAttention>,
     pub ffn: FeedForward,
-    pub ffn_norm: Norm,
 }
 
 /// Position information added to the embeddings.
@@ -54,63 +82,9 @@ pub(crate) enum PosTable {
     Sinusoidal(Sinusoids),
 }
 
-/// The rows of [`sinusoids`], computed `SINUSOID_CHUNK` rows at a time when a position is first
-/// used: a whole table (two of `[max_positions, d]` for an encoder-decoder, ~1 M `sin_cos` for
-/// Marian) would be most of the time it takes to open a model.
-pub(crate) struct Sinusoids {
-    rows: usize,
-    d: usize,
-    chunks: Vec<std::sync::OnceLock<Vec<f32>>>,
-}
-
-const SINUSOID_CHUNK: usize = 64;
-
-impl Sinusoids {
-    pub fn new(rows: usize, d: usize) -> Self {
-        Sinusoids {
-            rows,
-            d,
-            chunks: (0..rows.div_ceil(SINUSOID_CHUNK))
-                .map(|_| std::sync::OnceLock::new())
-                .collect(),
-        }
-    }
-
-    /// How many positions the table has.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Row `pos` (< `rows()`), equal to row `pos` of `sinusoids(rows, d)`.
-    pub fn row(&self, pos: usize) -> &[f32] {
-        assert!(
-            pos < self.rows,
-            "position {pos} past the {} sinusoids",
-            self.rows
-        );
-        let r = pos % SINUSOID_CHUNK;
-        &self.chunk(pos / SINUSOID_CHUNK)[r * self.d..(r + 1) * self.d]
-    }
-
-    /// Computes the rows below `upto` now (sessions call it when they are made, so that decoding
-    /// never allocates).
-    pub fn prepare(&self, upto: usize) {
-        for c in 0..upto.min(self.rows).div_ceil(SINUSOID_CHUNK) {
-            self.chunk(c);
-        }
-    }
-
-    fn chunk(&self, c: usize) -> &[f32] {
-        self.chunks[c].get_or_init(|| {
-            let first = c * SINUSOID_CHUNK;
-            let n = (self.rows - first).min(SINUSOID_CHUNK);
-            sinusoid_rows(first, n, self.d)
-        })
-    }
-}
-
 /// An encoder or a decoder: embeddings, layers, final norm.
 pub(crate) struct Stack {
+    /// `[V, d]`
     pub embed: MatrixRef,
     pub pos: Option<PosTable>,
     pub embed_norm: Option<Norm>,
@@ -123,8 +97,29 @@ pub(crate) struct Stack {
 pub(crate) struct TransformerWeights {
     pub encoder: Option<Stack>,
     pub decoder: Stack,
+    /// `[V, d]`
     pub lm_head: MatrixRef,
+    /// `[V]`
     pub lm_bias: Option<Vec<f32>>,
+}
+
+impl TransformerWeights {
+    /// The longest sequence the position tables cover (learned or sinusoidal tables, a rotary
+    /// model's `max_positions`); `None` when positions set no limit.
+    pub fn max_positions(&self, c: &Config) -> Option<usize> {
+        let tables = [self.encoder.as_ref(), Some(&self.decoder)]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| match &s.pos {
+                Some(PosTable::Learned { rows, offset, .. }) => Some(rows - offset),
+                Some(PosTable::Sinusoidal(t)) => Some(t.rows()),
+                None => None,
+            })
+            .min();
+        let rotary =
+            (c.positions == Positions::Rotary && c.max_positions > 0).then_some(c.max_positions);
+        tables.into_iter().chain(rotary).min()
+    }
 }
 
 struct Loader<'a> {
@@ -227,6 +222,7 @@ impl Loader<'_> {
             up: self.linear(&format!("{prefix}.up"), f, d)?,
             gate,
             down: self.linear(&format!("{prefix}.down"), d, f)?,
+            norm: self.norm(&format!("{prefix}_norm"))?,
         })
     }
 
@@ -294,18 +290,19 @@ impl Loader<'_> {
         for i in 0..layers {
             let p = format!("{name}.layers.{i}");
             out.push(Layer {
-                self_attn: self.attention(&format!("{p}.self_attn"))?,
-                self_attn_norm: self.norm(&format!("{p}.self_attn_norm"))?,
+                self_attn: SelfAttention {
+                    proj: self.attention(&format!("{p}.self_attn"))?,
+                    norm: self.norm(&format!("{p}.self_attn_norm"))?,
+                },
                 cross: if cross {
-                    Some((
-                        self.attention(&format!("{p}.cross_attn"))?,
-                        self.norm(&format!("{p}.cross_attn_norm"))?,
-                    ))
+                    Some(CrossAttention {
+                        proj: self.attention(&format!("{p}.cross_attn"))?,
+                        norm: self.norm(&format!("{p}.cross_attn_norm"))?,
+                    })
                 } else {
                     None
                 },
                 ffn: self.ffn(&format!("{p}.ffn"))?,
-                ffn_norm: self.norm(&format!("{p}.ffn_norm"))?,
             });
         }
         Ok(Stack {
@@ -352,91 +349,4 @@ pub(crate) fn load_transformer(
             .opt_vector("lm_head.bias", cfg.vocab_size)?
             .filter(|b| b.iter().any(|&v| v != 0.0)),
     })
-}
-
-/// Sinusoidal positions as in "Attention Is All You Need" with the Marian / fairseq layout:
-/// row `p`, column `i < d/2`: `sin(p / 10000^(2i/d))`; column `d/2 + i`: the matching cosine.
-/// Computed in f64, stored as f32.
-pub(crate) fn sinusoids(rows: usize, d: usize) -> Vec<f32> {
-    sinusoid_rows(0, rows, d)
-}
-
-/// Rows `first..first + n` of [`sinusoids`].
-fn sinusoid_rows(first: usize, n: usize, d: usize) -> Vec<f32> {
-    let half = d / 2;
-    let div: Vec<f64> = (0..half)
-        .map(|i| 10000f64.powf(2.0 * i as f64 / d as f64))
-        .collect();
-    let mut t = vec![0f32; n * d];
-    // Row `first` directly, each next row by rotating the previous one by `1 / div` (angle
-    // addition in f64): two `sin_cos` per column instead of one per entry, which made most of
-    // the time it takes to make a session. Over a chunk the f64 values drift by ~1e-14 from
-    // `sin(p / div)`, far below an f32 ulp (the test below bounds the difference).
-    for (i, &dv) in div.iter().enumerate() {
-        let (mut s, mut c) = (first as f64 / dv).sin_cos();
-        let (ds, dc) = (1.0 / dv).sin_cos();
-        for r in 0..n {
-            t[r * d + i] = s as f32;
-            t[r * d + half + i] = c as f32;
-            (s, c) = (s * dc + c * ds, c * dc - s * ds);
-        }
-    }
-    t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The Hugging Face formula (Marian's `_init_weight`): `sin` / `cos` of `p / 10000^(2i/d)`
-    /// in f64, rounded to f32, entry by entry.
-    fn direct(rows: usize, d: usize) -> Vec<f32> {
-        let half = d / 2;
-        let mut t = vec![0f32; rows * d];
-        for p in 0..rows {
-            for i in 0..half {
-                let a = p as f64 / 10000f64.powf(2.0 * i as f64 / d as f64);
-                t[p * d + i] = a.sin() as f32;
-                t[p * d + half + i] = a.cos() as f32;
-            }
-        }
-        t
-    }
-
-    #[test]
-    fn sinusoids_match_the_direct_formula() {
-        // Marian-base's table (d 512, 512 positions) and an odd-sized one read through chunks.
-        for (rows, d) in [(512, 512), (130, 6)] {
-            let want = direct(rows, d);
-            let table = Sinusoids::new(rows, d);
-            let mut differ = 0;
-            for p in 0..rows {
-                for (i, (&a, &b)) in table
-                    .row(p)
-                    .iter()
-                    .zip(&want[p * d..(p + 1) * d])
-                    .enumerate()
-                {
-                    // At most one f32 ulp apart, and only where the exact value lies within
-                    // the f64 drift of a rounding boundary.
-                    let ulps = (a.to_bits() as i64 - b.to_bits() as i64).abs();
-                    assert!(
-                        ulps <= 1 || (a - b).abs() < 1e-12,
-                        "row {p} col {i}: {a} vs {b}"
-                    );
-                    differ += (a != b) as usize;
-                }
-            }
-            assert!(
-                differ * 10_000 <= rows * d,
-                "{differ} of {} entries differ",
-                rows * d
-            );
-            assert_eq!(sinusoids(rows, d), {
-                (0..rows)
-                    .flat_map(|p| table.row(p).to_vec())
-                    .collect::<Vec<_>>()
-            });
-        }
-    }
 }

@@ -354,3 +354,28 @@ fn default_limits_fit_the_model() {
     .unwrap_err();
     assert!(err.to_string().contains("positions"), "{err}");
 }
+
+/// A chat turn longer than the rows a session's activations hold (`max_batch × max_input_len`)
+/// is prefilled in chunks — the c_generate fuzzer found such a turn writing past the buffers —
+/// and gives the logits of one prefill of the whole sequence.
+#[test]
+fn extend_longer_than_the_sessions_rows_is_prefilled_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert("llama", None, dir.path());
+    let toks: Vec<u32> = (5..17).collect();
+    let limits = |input, new| quill::Limits {
+        max_batch: 1,
+        max_input_len: input,
+        max_new_tokens: new,
+        beams: 1,
+        ..Default::default()
+    };
+    let mut small = Session::new(&model, limits(2, 16)).unwrap();
+    small.start(&[&toks[..2]]).unwrap();
+    small.extend(&toks[2..]).unwrap();
+    assert_eq!(small.cached_len(), toks.len());
+    let mut whole = Session::new(&model, limits(12, 4)).unwrap();
+    whole.start(&[&toks]).unwrap();
+    let d = max_abs(small.logits(), whole.logits());
+    assert!(d < 1e-4, "chunked prefill differs by {d}");
+}

@@ -314,17 +314,22 @@ impl Session {
                 "token id {bad} is not below the vocabulary size {vocab}"
             )));
         }
-        self.groups.clear();
-        self.groups.push(Group {
-            slot: 0,
-            row0: 0,
-            len: tokens.len(),
-            pos0: pos,
-        });
-        self.tokens.clear();
-        self.tokens.extend_from_slice(tokens);
-        if !self.run_on_pool() {
-            return Err(Error::Cancelled);
+        // In chunks of the rows the session's buffers hold (a turn may be longer than an input:
+        // the c_generate fuzzer found the overflow); the last chunk's logits are the turn's.
+        let chunk = (self.limits.max_batch * self.limits.max_input_len).max(self.slots);
+        for (i, part) in tokens.chunks(chunk).enumerate() {
+            self.groups.clear();
+            self.groups.push(Group {
+                slot: 0,
+                row0: 0,
+                len: part.len(),
+                pos0: pos + i * chunk,
+            });
+            self.tokens.clear();
+            self.tokens.extend_from_slice(part);
+            if !self.run_on_pool() {
+                return Err(Error::Cancelled);
+            }
         }
         Ok(())
     }

@@ -432,6 +432,17 @@ quill_status quill_generate_params_init(const quill_model *model,
 // `model` NULL or live; `params` NULL or writable for 64 bytes.
 quill_status quill_generate_default_params(const quill_model *model, quill_generate_params *params);
 
+// Fills `size` bytes of `params` with the model's decoding defaults lowered to what `session`
+// holds (its beams) — what NULL parameters mean to `quill_generate_text` and
+// `quill_generate_ids`, as a struct to change — and sets `params->struct_size` to the bytes
+// written. (For `quill_chat_turn`, set `beams` to 1.) The session's thread.
+//
+// # Safety
+// `session` live; `params` NULL or writable for `size` bytes.
+quill_status quill_session_generate_params(quill_session *session,
+                                           quill_generate_params *params,
+                                           size_t size);
+
 // Generates from `n` UTF-8 texts (source sentences or prompts). On success `*out` is a new
 // result (free with `quill_result_free`). `callback` (may be NULL) streams final tokens and
 // their text. `params` NULL: the model's defaults, lowered to what the session holds. The

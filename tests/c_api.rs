@@ -660,6 +660,58 @@ fn go_binding_gives_the_same_ids() {
     );
 }
 
+#[test]
+fn java_binding_gives_the_same_ids() {
+    if !have("javac") {
+        assert!(std::env::var("CI").is_err(), "CI must have a JDK (javac)");
+        eprintln!("skipped: no JDK");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = marian(dir.path());
+    let (expected, text) = expected_cases(dir.path(), &model);
+    let build = dir.path().join("java");
+    let lib = soname_dir(dir.path());
+    std::os::unix::fs::symlink(lib_dir().join("libquill.so"), lib.join("libquill.so")).unwrap();
+    let out = Command::new("bash")
+        .arg(root().join("bindings/java/build.sh"))
+        .arg(&build)
+        .arg(root().join("include"))
+        .arg(&lib)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bindings/java/build.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("java")
+        .arg("-Xcheck:jni")
+        .arg(format!(
+            "-Dquill.jni.path={}",
+            build.join("libquill_jni.so").display()
+        ))
+        .arg("-cp")
+        .arg(format!(
+            "{}:{}",
+            build.join("classes").display(),
+            build.join("test-classes").display()
+        ))
+        .arg("QuillTest")
+        .arg(&model)
+        .arg(&expected)
+        .arg(&text)
+        .env("QUILL_FORCE_ISA", "avx2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "QuillTest failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn have_go() -> bool {
     Command::new("go")
         .arg("version")

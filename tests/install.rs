@@ -390,6 +390,51 @@ fn go_program_builds_as_a_module_outside_the_repository() {
     run_on_every_model("the Go program", || Command::new(dir.join("app")));
 }
 
+/// Builds the Java binding (bindings/java/build.sh) against `include` and `lib` into `out`.
+fn build_java(out: &Path, include: &Path, lib: &Path) {
+    run(
+        Command::new("bash")
+            .arg(root().join("bindings/java/build.sh"))
+            .arg(out)
+            .arg(include)
+            .arg(lib),
+        "bindings/java/build.sh",
+    );
+}
+
+#[test]
+fn java_program_runs_through_jni() {
+    if !require("javac") || !require("java") {
+        return;
+    }
+    let p = prefix();
+    let dir = workdir("java");
+    build_java(&dir.join("build"), &p.join("include"), &p.join("lib"));
+    std::fs::write(dir.join("App.java"), snippet("java")).unwrap();
+    let classes = dir.join("build/classes");
+    run(
+        Command::new("javac")
+            .arg("-cp")
+            .arg(&classes)
+            .arg("-d")
+            .arg(&dir)
+            .arg(dir.join("App.java")),
+        "javac App.java",
+    );
+    let cp = format!("{}:{}", classes.display(), dir.display());
+    run_on_every_model("the Java program", || {
+        let mut c = Command::new("java");
+        c.arg(format!(
+            "-Dquill.jni.path={}",
+            dir.join("build/libquill_jni.so").display()
+        ))
+        .arg("-cp")
+        .arg(&cp)
+        .arg("App");
+        c
+    });
+}
+
 #[test]
 fn readme_has_a_program_for_each_language() {
     let s = snippets();

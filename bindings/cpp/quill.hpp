@@ -117,6 +117,14 @@ class session {
   /// From any thread: stops the running generation.
   void cancel() const { check(quill_session_cancel(ptr_.get())); }
 
+  /// The model's decoding defaults lowered to what this session holds: start from these and
+  /// change what you need.
+  options default_options() {
+    options o;
+    check(quill_session_generate_params(ptr_.get(), &o.params, sizeof o.params));
+    return o;
+  }
+
   std::vector<std::vector<hypothesis>> generate_ids(const std::vector<std::vector<uint32_t>> &inputs, const options &o,
                                                     stream_fn on_tokens = nullptr, bool *stopped = nullptr) {
     return ids_call(inputs, &o.params, on_tokens, stopped);

@@ -140,9 +140,16 @@ impl Params {
         Ok(())
     }
 
-    /// Lowers what exceeds the session (beams, new tokens) to what it holds, with a warning:
-    /// for defaults the caller did not choose (the C API's NULL parameters).
-    pub fn fit_session(mut self, limits: Limits) -> Params {
+    /// These parameters with beams (and `n_best`) above what a session holds lowered to it.
+    pub fn within(mut self, limits: Limits) -> Params {
+        self.beams = self.beams.min(limits.beams).max(1);
+        self.n_best = self.n_best.min(self.beams);
+        self
+    }
+
+    /// [`Params::within`], with a warning when it lowers anything: for defaults the caller did
+    /// not choose (the C API's NULL parameters).
+    pub fn fit_session(self, limits: Limits) -> Params {
         if self.beams > limits.beams {
             crate::log::log(
                 crate::log::Level::Warn,
@@ -152,10 +159,8 @@ impl Params {
                     self.beams, limits.beams, limits.beams
                 ),
             );
-            self.beams = limits.beams;
-            self.n_best = self.n_best.min(limits.beams);
         }
-        self
+        self.within(limits)
     }
 
     /// The options these parameters mean for `model` on a session with `limits`: validated,

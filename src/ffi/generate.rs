@@ -161,6 +161,26 @@ pub unsafe extern "C" fn quill_generate_default_params(
     })
 }
 
+/// Fills `size` bytes of `params` with the model's decoding defaults lowered to what `session`
+/// holds (its beams) — what NULL parameters mean to `quill_generate_text` and
+/// `quill_generate_ids`, as a struct to change — and sets `params->struct_size` to the bytes
+/// written. (For `quill_chat_turn`, set `beams` to 1.) The session's thread.
+///
+/// # Safety
+/// `session` live; `params` NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn quill_session_generate_params(
+    session: *mut quill_session,
+    params: *mut quill_generate_params,
+    size: usize,
+) -> quill_status {
+    guard(|| {
+        let parts = unsafe { session_mut(session) }?;
+        let p = Params::model_defaults(parts.session.model())?.within(parts.session.limits());
+        unsafe { write_versioned(params, size, to_c(&p)) }
+    })
+}
+
 /// The caller's parameters; NULL means the model's defaults, lowered (with a warning) to what
 /// the session holds.
 ///

@@ -110,3 +110,4 @@ quill_status (*const check_quill_tokenize_target)(const quill_model *, const cha
 quill_status (*const check_quill_generate_params_init)(const quill_model *, quill_generate_params *, size_t) = quill_generate_params_init;
 quill_status (*const check_quill_chat_turn)(quill_session *, const char *, const quill_generate_params *, quill_stream_fn, void *, quill_result **) = quill_chat_turn;
 quill_status (*const check_quill_set_log_callback)(quill_log_fn, void *) = quill_set_log_callback;
+quill_status (*const check_quill_session_generate_params)(quill_session *, quill_generate_params *, size_t) = quill_session_generate_params;

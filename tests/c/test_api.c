@@ -307,6 +307,14 @@ int main(int argc, char **argv) {
   CHECK(quill_generate_ids(ds, inputs, lens, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT,
         "explicit beams above the session: an error");
   gp.beams = 1;
+  /* The defaults as a struct, already lowered to the session: change a field, generate. */
+  quill_generate_params sgp;
+  OK(quill_session_generate_params(ds, &sgp, sizeof sgp));
+  CHECK(sgp.struct_size == sizeof sgp && sgp.beams == 1 && sgp.max_new_tokens == 24, "session defaults: %u beams",
+        sgp.beams);
+  sgp.max_new_tokens = 3;
+  OK(quill_generate_ids(ds, inputs, lens, 1, &sgp, NULL, NULL, &r));
+  quill_result_free(r);
 
   /* A cancel issued before a generation starts is not lost: it stops that generation at once,
    * and is cleared when it returns. */

@@ -42,8 +42,9 @@ static quill_status tokenize(quill_model *m, const char *text, int special, uint
 static quill_status detokenize(quill_model *m, const uint32_t *ids, size_t n, char *buf, size_t cap, size_t *len, char **msg) {
 	return with_msg(quill_detokenize(m, ids, n, 1, buf, cap, len), msg);
 }
-static quill_status default_params(quill_model *m, quill_generate_params *p, char **msg) {
-	return with_msg(quill_generate_default_params(m, p), msg);
+// The model's decoding defaults lowered to what the session holds.
+static quill_status default_params(quill_session *s, quill_generate_params *p, char **msg) {
+	return with_msg(quill_session_generate_params(s, p, sizeof *p), msg);
 }
 extern int32_t goStream(void *user, size_t input, uint32_t *ids, size_t n, char *text, size_t len);
 static int32_t stream_trampoline(void *user, size_t input, const uint32_t *ids, size_t n, const char *text, size_t len) {
@@ -249,7 +250,7 @@ func (s *Session) params(o *Options) (*C.quill_generate_params, error) {
 	}
 	p := (*C.quill_generate_params)(C.malloc(C.size_t(unsafe.Sizeof(C.quill_generate_params{}))))
 	var msg *C.char
-	if err := check(C.default_params(s.model.h, p, &msg), msg); err != nil {
+	if err := check(C.default_params(s.h, p, &msg), msg); err != nil {
 		C.free(unsafe.Pointer(p))
 		return nil, err
 	}

@@ -93,10 +93,9 @@ enum {
 /* A session handle. */
 typedef struct {
   quill_session *session;
-  /* quill_generate_default_params(model) at creation: the base of every GenerateOptions. */
+  /* quill_session_generate_params at creation (the model's defaults lowered to the session):
+   * the base of every GenerateOptions. */
   quill_generate_params defaults;
-  /* The session's beams (quill_session_limits), to lower a default the caller did not set. */
-  uint32_t beams;
 } jq_session;
 
 static jq_session *session_of(jlong handle) { return (jq_session *)(intptr_t)handle; }
@@ -323,11 +322,10 @@ static float float_of_bits(jlong bits) {
   return f;
 }
 
-/* `*p` = the session's defaults with the fields the caller set (a GenerateOptions packed into
- * `packed`). A field the caller left unset keeps the model's default, lowered as
- * quill_generate_text lowers it for NULL params: `beams` to the session's beams (and `n_best`
- * with it); for a chat turn, one beam (quill_chat_turn's NULL params). 0 with an exception
- * pending on failure. */
+/* `*p` = the session's defaults (quill_session_generate_params: the model's, lowered to the
+ * session) with the fields the caller set (a GenerateOptions packed into `packed`); for a chat
+ * turn an unset `beams` is 1 (quill_chat_turn's NULL params). 0 with an exception pending on
+ * failure. */
 static int read_generate_params(JNIEnv *env, const jq_session *js, jlongArray packed, int chat,
                                 quill_generate_params *p) {
   jlong v[GEN_PACKED_LEN];
@@ -352,12 +350,9 @@ static int read_generate_params(JNIEnv *env, const jq_session *js, jlongArray pa
   if (IS_SET(mask, GEN_SEED)) p->seed = (uint64_t)v[GEN_SEED];
   if (IS_SET(mask, GEN_REPETITION_PENALTY)) p->repetition_penalty = float_of_bits(v[GEN_REPETITION_PENALTY]);
   if (IS_SET(mask, GEN_NO_REPEAT_NGRAM_SIZE)) p->no_repeat_ngram_size = (uint32_t)v[GEN_NO_REPEAT_NGRAM_SIZE];
-  if (!IS_SET(mask, GEN_BEAMS)) {
-    uint32_t most = chat ? 1 : js->beams;
-    if (p->beams > most) {
-      p->beams = most;
-      if (!IS_SET(mask, GEN_N_BEST) && p->n_best > most) p->n_best = most;
-    }
+  if (chat && !IS_SET(mask, GEN_BEAMS)) {
+    p->beams = 1;
+    if (!IS_SET(mask, GEN_N_BEST)) p->n_best = 1;
   }
   return 1;
 }
@@ -761,14 +756,7 @@ JNIEXPORT jlong JNICALL Java_dev_quill_Native_sessionNew(JNIEnv *env, jclass cls
     return 0;
   }
   s = quill_session_new(model_of(model), &p, &js->session);
-  if (s == QUILL_OK) s = quill_generate_default_params(model_of(model), &js->defaults);
-  if (s == QUILL_OK) {
-    quill_session_params limits;
-    memset(&limits, 0, sizeof limits);
-    limits.struct_size = sizeof limits;
-    s = quill_session_limits(js->session, &limits);
-    js->beams = limits.beams;
-  }
+  if (s == QUILL_OK) s = quill_session_generate_params(js->session, &js->defaults, sizeof js->defaults);
   if (s != QUILL_OK) {
     throw_status(env, s); /* reads the message before quill_session_free */
     quill_session_free(js->session);

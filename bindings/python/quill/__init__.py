@@ -108,6 +108,7 @@ _c.quill_model_params_init.argtypes = [ctypes.POINTER(_ModelParams), ctypes.c_si
 _c.quill_session_params_init.argtypes = [ctypes.POINTER(_SessionParams), ctypes.c_size_t]
 _c.quill_generate_params_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GenerateParams), ctypes.c_size_t]
 _c.quill_session_limits.argtypes = [ctypes.c_void_p, ctypes.POINTER(_SessionParams)]
+_c.quill_session_generate_params.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GenerateParams), ctypes.c_size_t]
 _c.quill_model_info_get.argtypes = [ctypes.c_void_p, ctypes.POINTER(_ModelInfo)]
 
 QUILL_ERR_BUFFER_TOO_SMALL = 6
@@ -244,15 +245,15 @@ class Session:
                 "top_k", "top_p", "min_p", "seed", "repetition_penalty", "no_repeat_ngram_size")
 
     def _params(self, **options):
-        """The model's decoding defaults with the options given; None when none is (the C API then
-        uses the model's defaults, lowered to what the session holds)."""
+        """The model's decoding defaults (lowered to what the session holds) with the options
+        given; None when none is (the C API then uses those defaults itself)."""
         unknown = set(options) - set(self._OPTIONS)
         if unknown:
             raise TypeError("unknown decoding options: %s" % ", ".join(sorted(unknown)))
         if not options:
             return None
         p = _GenerateParams()
-        _check(_c.quill_generate_params_init(self.model._h, ctypes.byref(p), ctypes.sizeof(p)))
+        _check(_c.quill_session_generate_params(self._h, ctypes.byref(p), ctypes.sizeof(p)))
         for k, v in options.items():
             setattr(p, k, int(v) if k == "sample" else v)
         return ctypes.byref(p)

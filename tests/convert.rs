@@ -137,6 +137,20 @@ fn unsupported_configurations_are_refused_naming_the_field() {
         c.as_object_mut().unwrap().remove("hidden_size");
     });
     assert_eq!(field(&e), "hidden_size");
+    // Phi-3's long-context models scale their rotary positions; quill refuses them by name.
+    let e =
+        refused(
+            "phi3",
+            |c| {
+                c["rope_parameters"] =
+                    serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0})
+            },
+        );
+    assert_eq!(field(&e), "rope_parameters.rope_type");
+    let e = refused("phi3", |c| {
+        c["rope_parameters"]["partial_rotary_factor"] = 0.75.into()
+    });
+    assert_eq!(field(&e), "partial_rotary_factor");
 }
 
 #[test]

@@ -214,6 +214,11 @@ fn gpt2_matches_transformers() {
 }
 
 #[test]
+fn phi3_fused_projections_match_transformers() {
+    check_parity("phi3");
+}
+
+#[test]
 fn llama_gqa_matches_transformers() {
     check_parity("llama");
 }

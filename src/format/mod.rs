@@ -8,6 +8,7 @@
 //! Try it: `quill inspect model.quill`.
 
 mod config;
+pub mod names;
 mod reader;
 mod summary;
 mod writer;
@@ -33,26 +34,4 @@ pub mod keys {
     pub const GENERATION: &str = "quill.generation";
     /// What wrote the file, from what (free text).
     pub const PRODUCER: &str = "quill.producer";
-}
-
-/// Tensor names with a fixed meaning.
-pub mod names {
-    /// The tokenizer (Hugging Face `tokenizer.json`, UTF-8), as a `U8 [n]` tensor.
-    pub const TOKENIZER: &str = "quill.tokenizer";
-    /// A separate target-side tokenizer (Marian with two vocabularies), same layout.
-    pub const TARGET_TOKENIZER: &str = "quill.tokenizer.target";
-    /// Padding tensors are named `__pad.N`; every name starting with `__` is reserved.
-    pub const PAD_PREFIX: &str = "__pad.";
-    /// The scales of quantized weight `W` are the tensor `W.scale`.
-    pub const SCALE_SUFFIX: &str = ".scale";
-
-    /// Reserved names (padding) are invisible to everything above the reader.
-    pub fn is_reserved(name: &str) -> bool {
-        name.starts_with("__")
-    }
-
-    /// Tensors that are not network weights: the tokenizer and anything else under `quill.`.
-    pub fn is_quill_data(name: &str) -> bool {
-        name.starts_with("quill.")
-    }
 }

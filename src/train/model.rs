@@ -5,6 +5,7 @@
 
 use super::layers::{self as ly, AttnShape, Ctx, Dx, LossSums, PosInput, Scratch};
 use crate::error::{Error, Result};
+use crate::format::names::{self, Ffn, Proj};
 use crate::format::{Activation, Arch, Config, Norm, Positions};
 use crate::rng::Rng;
 
@@ -130,22 +131,23 @@ impl Builder<'_> {
     }
 
     fn linear(&mut self, p: &str, out: usize, inp: usize) -> Lin {
-        let w = self.add(&format!("{p}.weight"), &[out, inp], true);
-        let bname = format!("{p}.bias");
+        let w = self.add(&names::weight(p), &[out, inp], true);
+        let bname = names::bias(p);
         let b = (self.has)(&bname).then(|| self.add(&bname, &[out], false));
         Lin { w, b, out, inp }
     }
 
     fn norm(&mut self, p: &str) -> NormP {
         let d = self.cfg.d_model;
-        let w = self.add(&format!("{p}.weight"), &[d], false);
-        let bname = format!("{p}.bias");
+        let w = self.add(&names::weight(p), &[d], false);
+        let bname = names::bias(p);
         let b = (self.cfg.norm == Norm::LayerNorm && (self.has)(&bname))
             .then(|| self.add(&bname, &[d], false));
         NormP { w, b }
     }
 
-    fn attention(&mut self, p: &str) -> AttnP {
+    /// An attention block whose projections are named by `proj`.
+    fn attention(&mut self, proj: impl Fn(Proj) -> String) -> AttnP {
         let c = self.cfg;
         let (d, qd, kvd) = (
             c.d_model,
@@ -153,47 +155,51 @@ impl Builder<'_> {
             c.kv_heads() * c.head_dim(),
         );
         AttnP {
-            q: self.linear(&format!("{p}.q"), qd, d),
-            k: self.linear(&format!("{p}.k"), kvd, d),
-            v: self.linear(&format!("{p}.v"), kvd, d),
-            o: self.linear(&format!("{p}.o"), d, qd),
+            q: self.linear(&proj(Proj::Q), qd, d),
+            k: self.linear(&proj(Proj::K), kvd, d),
+            v: self.linear(&proj(Proj::V), kvd, d),
+            o: self.linear(&proj(Proj::O), d, qd),
         }
     }
 
-    fn stack(&mut self, name: &str, layers: usize, cross: bool, shared: Option<usize>) -> StackP {
+    fn stack(
+        &mut self,
+        name: names::Stack,
+        layers: usize,
+        cross: bool,
+        shared: Option<usize>,
+    ) -> StackP {
         let c = self.cfg;
-        let own = format!("{name}.embed.weight");
+        let own = name.embed();
         let embed = match shared {
             Some(off) if !(self.has)(&own) => off,
             _ => self.add(&own, &[c.vocab_size, c.d_model], true),
         };
         let pos = (c.positions == Positions::Learned).then(|| {
-            let own = format!("{name}.pos.weight");
+            let own = name.pos();
             let rows = (self.shape_of)(&own)
                 .map(|s| s[0])
                 .unwrap_or(c.max_positions + c.position_offset);
             (self.add(&own, &[rows, c.d_model], false), rows)
         });
-        let embed_norm = (self.has)(&format!("{name}.embed_norm.weight"))
-            .then(|| self.norm(&format!("{name}.embed_norm")));
+        let embed_norm =
+            (self.has)(&names::weight(&name.embed_norm())).then(|| self.norm(&name.embed_norm()));
         let mut out = Vec::with_capacity(layers);
         for i in 0..layers {
-            let p = format!("{name}.layers.{i}");
-            let self_attn = self.attention(&format!("{p}.self_attn"));
-            let self_norm = self.norm(&format!("{p}.self_attn_norm"));
+            let l = name.layer(i);
+            let self_attn = self.attention(|p| l.self_attn(p));
+            let self_norm = self.norm(&l.self_attn_norm());
             let cross = cross.then(|| {
                 (
-                    self.attention(&format!("{p}.cross_attn")),
-                    self.norm(&format!("{p}.cross_attn_norm")),
+                    self.attention(|p| l.cross_attn(p)),
+                    self.norm(&l.cross_attn_norm()),
                 )
             });
             let (d, f) = (c.d_model, c.ffn_dim);
-            let up = self.linear(&format!("{p}.ffn.up"), f, d);
-            let gate = c
-                .gated_ffn
-                .then(|| self.linear(&format!("{p}.ffn.gate"), f, d));
-            let down = self.linear(&format!("{p}.ffn.down"), d, f);
-            let ffn_norm = self.norm(&format!("{p}.ffn_norm"));
+            let up = self.linear(&l.ffn(Ffn::Up), f, d);
+            let gate = c.gated_ffn.then(|| self.linear(&l.ffn(Ffn::Gate), f, d));
+            let down = self.linear(&l.ffn(Ffn::Down), d, f);
+            let ffn_norm = self.norm(&l.ffn_norm());
             out.push(LayerP {
                 self_attn,
                 self_norm,
@@ -202,8 +208,8 @@ impl Builder<'_> {
                 ffn_norm,
             });
         }
-        let final_norm = (self.has)(&format!("{name}.final_norm.weight"))
-            .then(|| self.norm(&format!("{name}.final_norm")));
+        let final_norm =
+            (self.has)(&names::weight(&name.final_norm())).then(|| self.norm(&name.final_norm()));
         StackP {
             embed,
             pos,
@@ -219,13 +225,13 @@ impl Transformer {
     pub fn new(arch: Arch, config: &Config, structure: Structure) -> Result<Transformer> {
         let pre = config.pre_norm;
         let has = |n: &str| -> bool {
-            if n == "embed.weight" {
+            if n == names::EMBED {
                 return true;
             }
-            if n == "lm_head.weight" {
+            if n == names::LM_HEAD {
                 return !structure.tied_output;
             }
-            if n.ends_with(".embed.weight") || n == "lm_head.bias" {
+            if n.ends_with(".embed.weight") || n == names::LM_HEAD_BIAS {
                 return false;
             }
             if n.ends_with("final_norm.weight") {
@@ -272,23 +278,23 @@ impl Transformer {
             params: Vec::new(),
             len: 0,
         };
-        let shared = has("embed.weight")
-            .then(|| b.add("embed.weight", &[config.vocab_size, config.d_model], true));
+        let shared = has(names::EMBED)
+            .then(|| b.add(names::EMBED, &[config.vocab_size, config.d_model], true));
         let encoder = (arch == Arch::Seq2Seq)
-            .then(|| b.stack("encoder", config.encoder_layers, false, shared));
+            .then(|| b.stack(names::ENCODER, config.encoder_layers, false, shared));
         let decoder = b.stack(
-            "decoder",
+            names::DECODER,
             config.decoder_layers,
             arch == Arch::Seq2Seq,
             shared,
         );
-        let lm_head = if has("lm_head.weight") {
-            b.add("lm_head.weight", &[config.vocab_size, config.d_model], true)
+        let lm_head = if has(names::LM_HEAD) {
+            b.add(names::LM_HEAD, &[config.vocab_size, config.d_model], true)
         } else {
             decoder.embed
         };
-        let lm_bias =
-            has("lm_head.bias").then(|| b.add("lm_head.bias", &[config.vocab_size], false));
+        let lm_bias = has(names::LM_HEAD_BIAS)
+            .then(|| b.add(names::LM_HEAD_BIAS, &[config.vocab_size], false));
         let sinusoids = if config.positions == Positions::Sinusoidal {
             crate::model::positions::sinusoids(config.max_positions.max(1), config.d_model)
         } else {

@@ -9,9 +9,10 @@ Usage: python ref_tiny_models.py [OUT_DIR] [NAME ...]   (default ~/quill-ref/mod
 
 quill's copy of ../shared/tools/ref_tiny_models.py (which made tests/fixtures/hf/{marian,bart,t5,
 t5-gated,gpt2,llama}), extended with Qwen2 (q/k/v biases, tied embeddings), mBART (pre-norm,
-final encoder/decoder norms, learned positions with offset 2) and Mistral (GQA, sliding window
-larger than the test sequences). Made with the venv of ../shared/tools/ref-setup.sh:
-    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral
+final encoder/decoder norms, learned positions with offset 2), Mistral (GQA, sliding window
+larger than the test sequences) and Phi-3 (fused qkv and gate_up projections, GQA). Made with the
+venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3
 """
 import json
 import os
@@ -33,6 +34,8 @@ from transformers import (
     MBartForConditionalGeneration,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     MarianConfig,
@@ -166,6 +169,7 @@ def main():
     if wanted("marian") or wanted("t5") or wanted("t5-gated") or wanted("bart") or wanted("gpt2") or wanted("llama"):
         original()
     extra()
+    phi3()
 
 
 def extra():
@@ -260,6 +264,28 @@ def extra():
         m.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
         toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V, byte_tokens=True)
         finish(m, "mistral", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
+               [1] + src_ids(None, n=11), decoder_only=True)
+
+
+def phi3():
+    if wanted("phi3"):
+        # ---- Phi-3: the Llama shape with fused projections (qkv_proj, gate_up_proj), GQA (4 query
+        # heads, 2 kv heads), no rope scaling, untied output.
+        torch.manual_seed(SEED)
+        cfg = Phi3Config(
+            vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            original_max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+            rope_scaling=None, sliding_window=None, tie_word_embeddings=False,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.1,
+        )
+        m = Phi3ForCausalLM(cfg)
+        with torch.no_grad():
+            m.model.embed_tokens.weight.normal_(0, 0.02)
+            m.model.norm.weight.mul_(4)
+        m.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V)
+        finish(m, "phi3", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
                [1] + src_ids(None, n=11), decoder_only=True)
 
 

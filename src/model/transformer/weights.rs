@@ -7,6 +7,7 @@
 //! `f` feed-forward width, `V` vocabulary.
 
 use crate::error::{Error, Result};
+use crate::format::names::{self, Ffn, Proj};
 use crate::format::{Arch, Config, MatrixRef, Positions, QuillFile};
 use crate::model::positions::Sinusoids;
 
@@ -167,8 +168,8 @@ impl Loader<'_> {
 
     fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
         Ok(Linear {
-            w: self.matrix(&format!("{prefix}.weight"), out, inp)?,
-            b: self.opt_vector(&format!("{prefix}.bias"), out)?,
+            w: self.matrix(&names::weight(prefix), out, inp)?,
+            b: self.opt_vector(&names::bias(prefix), out)?,
             out,
         })
     }
@@ -176,20 +177,21 @@ impl Loader<'_> {
     fn norm(&self, prefix: &str) -> Result<Norm> {
         let d = self.cfg.d_model;
         Ok(Norm {
-            weight: self.vector(&format!("{prefix}.weight"), d)?,
-            bias: self.opt_vector(&format!("{prefix}.bias"), d)?,
+            weight: self.vector(&names::weight(prefix), d)?,
+            bias: self.opt_vector(&names::bias(prefix), d)?,
         })
     }
 
     fn opt_norm(&self, prefix: &str) -> Result<Option<Norm>> {
-        if self.has(&format!("{prefix}.weight")) {
+        if self.has(&names::weight(prefix)) {
             self.norm(prefix).map(Some)
         } else {
             Ok(None)
         }
     }
 
-    fn attention(&self, prefix: &str) -> Result<Attention> {
+    /// An attention block whose projections are named by `proj`.
+    fn attention(&self, proj: impl Fn(Proj) -> String) -> Result<Attention> {
         let c = self.cfg;
         let (d, q_dim, kv_dim) = (
             c.d_model,
@@ -197,18 +199,18 @@ impl Loader<'_> {
             c.kv_heads() * c.head_dim(),
         );
         Ok(Attention {
-            q: self.linear(&format!("{prefix}.q"), q_dim, d)?,
-            k: self.linear(&format!("{prefix}.k"), kv_dim, d)?,
-            v: self.linear(&format!("{prefix}.v"), kv_dim, d)?,
-            o: self.linear(&format!("{prefix}.o"), d, q_dim)?,
+            q: self.linear(&proj(Proj::Q), q_dim, d)?,
+            k: self.linear(&proj(Proj::K), kv_dim, d)?,
+            v: self.linear(&proj(Proj::V), kv_dim, d)?,
+            o: self.linear(&proj(Proj::O), d, q_dim)?,
         })
     }
 
-    fn ffn(&self, prefix: &str) -> Result<FeedForward> {
+    fn ffn(&self, layer: &names::Layer) -> Result<FeedForward> {
         let (d, f) = (self.cfg.d_model, self.cfg.ffn_dim);
-        let gate_name = format!("{prefix}.gate.weight");
+        let gate_name = names::weight(&layer.ffn(Ffn::Gate));
         let gate = match (self.cfg.gated_ffn, self.has(&gate_name)) {
-            (true, true) => Some(self.linear(&format!("{prefix}.gate"), f, d)?),
+            (true, true) => Some(self.linear(&layer.ffn(Ffn::Gate), f, d)?),
             (false, false) => None,
             (true, false) => return Err(Error::MissingTensor(gate_name)),
             (false, true) => {
@@ -219,34 +221,34 @@ impl Loader<'_> {
             }
         };
         Ok(FeedForward {
-            up: self.linear(&format!("{prefix}.up"), f, d)?,
+            up: self.linear(&layer.ffn(Ffn::Up), f, d)?,
             gate,
-            down: self.linear(&format!("{prefix}.down"), d, f)?,
-            norm: self.norm(&format!("{prefix}_norm"))?,
+            down: self.linear(&layer.ffn(Ffn::Down), d, f)?,
+            norm: self.norm(&layer.ffn_norm())?,
         })
     }
 
     fn stack(
         &self,
-        name: &str,
+        name: names::Stack,
         layers: usize,
         cross: bool,
         shared_embed: Option<MatrixRef>,
     ) -> Result<Stack> {
         let c = self.cfg;
-        let embed_name = format!("{name}.embed.weight");
+        let embed_name = name.embed();
         let embed = if self.has(&embed_name) {
             self.matrix(&embed_name, c.vocab_size, c.d_model)?
         } else {
-            shared_embed.ok_or_else(|| Error::MissingTensor("embed.weight".into()))?
+            shared_embed.ok_or_else(|| Error::MissingTensor(names::EMBED.into()))?
         };
         let pos = match c.positions {
             Positions::Learned => {
-                let own = format!("{name}.pos.weight");
+                let own = name.pos();
                 let tname = if self.has(&own) {
                     own
                 } else {
-                    "pos.weight".to_string()
+                    names::POS.to_string()
                 };
                 let r = self.file.matrix_ref(&tname)?;
                 let m = self.file.resolve(r);
@@ -270,7 +272,7 @@ impl Loader<'_> {
             Positions::None | Positions::Relative | Positions::Rotary => None,
         };
         let rel_bias = if c.positions == Positions::Relative {
-            let name = format!("{name}.rel_bias.weight");
+            let name = name.rel_bias();
             let t = self.file.tensor(&name)?;
             if t.shape != [c.relative_buckets, c.heads] {
                 return Err(Error::WrongTensorType {
@@ -288,30 +290,30 @@ impl Loader<'_> {
         };
         let mut out = Vec::with_capacity(layers);
         for i in 0..layers {
-            let p = format!("{name}.layers.{i}");
+            let l = name.layer(i);
             out.push(Layer {
                 self_attn: SelfAttention {
-                    proj: self.attention(&format!("{p}.self_attn"))?,
-                    norm: self.norm(&format!("{p}.self_attn_norm"))?,
+                    proj: self.attention(|p| l.self_attn(p))?,
+                    norm: self.norm(&l.self_attn_norm())?,
                 },
                 cross: if cross {
                     Some(CrossAttention {
-                        proj: self.attention(&format!("{p}.cross_attn"))?,
-                        norm: self.norm(&format!("{p}.cross_attn_norm"))?,
+                        proj: self.attention(|p| l.cross_attn(p))?,
+                        norm: self.norm(&l.cross_attn_norm())?,
                     })
                 } else {
                     None
                 },
-                ffn: self.ffn(&format!("{p}.ffn"))?,
+                ffn: self.ffn(&l)?,
             });
         }
         Ok(Stack {
             embed,
             pos,
-            embed_norm: self.opt_norm(&format!("{name}.embed_norm"))?,
+            embed_norm: self.opt_norm(&name.embed_norm())?,
             rel_bias,
             layers: out,
-            final_norm: self.opt_norm(&format!("{name}.final_norm"))?,
+            final_norm: self.opt_norm(&name.final_norm())?,
         })
     }
 }
@@ -323,19 +325,24 @@ pub(crate) fn load_transformer(
     cfg: &Config,
 ) -> Result<TransformerWeights> {
     let l = Loader { file, cfg };
-    let shared = if l.has("embed.weight") {
-        Some(l.matrix("embed.weight", cfg.vocab_size, cfg.d_model)?)
+    let shared = if l.has(names::EMBED) {
+        Some(l.matrix(names::EMBED, cfg.vocab_size, cfg.d_model)?)
     } else {
         None
     };
     let encoder = match arch {
-        Arch::Seq2Seq => Some(l.stack("encoder", cfg.encoder_layers, false, shared)?),
+        Arch::Seq2Seq => Some(l.stack(names::ENCODER, cfg.encoder_layers, false, shared)?),
         _ => None,
     };
-    let decoder = l.stack("decoder", cfg.decoder_layers, arch == Arch::Seq2Seq, shared)?;
+    let decoder = l.stack(
+        names::DECODER,
+        cfg.decoder_layers,
+        arch == Arch::Seq2Seq,
+        shared,
+    )?;
     // The output projection: its own tensor when the file has one, else the decoder's embedding.
-    let lm_head = if l.has("lm_head.weight") {
-        l.matrix("lm_head.weight", cfg.vocab_size, cfg.d_model)?
+    let lm_head = if l.has(names::LM_HEAD) {
+        l.matrix(names::LM_HEAD, cfg.vocab_size, cfg.d_model)?
     } else {
         decoder.embed
     };
@@ -346,7 +353,7 @@ pub(crate) fn load_transformer(
         // An all-zero bias (Marian checkpoints carry one) is dropped: adding it would cost a
         // pass over every row of logits at every step.
         lm_bias: l
-            .opt_vector("lm_head.bias", cfg.vocab_size)?
+            .opt_vector(names::LM_HEAD_BIAS, cfg.vocab_size)?
             .filter(|b| b.iter().any(|&v| v != 0.0)),
     })
 }

@@ -1,0 +1,99 @@
+//! The Llama family (`model_type` `llama`, `mistral`, `qwen2`): rotary positions, RMS norms,
+//! gated SiLU feed-forwards, grouped-query attention.
+
+use super::{Hf, Op, Planned, Sources, activation, base_config, plan, plan_linear, plan_norm};
+use crate::error::{Error, Result};
+use crate::format::names::{self, Ffn, Proj};
+use crate::format::{Arch, Config, Norm, Positions};
+
+pub(super) fn llama(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
+    let c = config(hf)?;
+    let mut p = Vec::new();
+    plan(&mut p, names::EMBED, "model.embed_tokens.weight", Op::Copy);
+    for i in 0..c.decoder_layers {
+        let (l, hl) = (names::DECODER.layer(i), format!("model.layers.{i}"));
+        for (q, hq) in Proj::ALL.into_iter().zip(["q", "k", "v", "o"]) {
+            plan_linear(
+                &mut p,
+                src,
+                &l.self_attn(q),
+                &format!("{hl}.self_attn.{hq}_proj"),
+            );
+        }
+        plan_norm(
+            &mut p,
+            src,
+            &l.self_attn_norm(),
+            &format!("{hl}.input_layernorm"),
+        );
+        for (f, hf) in [(Ffn::Gate, "gate"), (Ffn::Up, "up"), (Ffn::Down, "down")] {
+            plan_linear(&mut p, src, &l.ffn(f), &format!("{hl}.mlp.{hf}_proj"));
+        }
+        plan_norm(
+            &mut p,
+            src,
+            &l.ffn_norm(),
+            &format!("{hl}.post_attention_layernorm"),
+        );
+    }
+    plan_tail(&mut p, src)?;
+    Ok((Arch::DecoderOnly, c, p))
+}
+
+/// The final norm and the output projection (unless tied to the embeddings).
+pub(super) fn plan_tail(p: &mut Vec<Planned>, src: &Sources) -> Result<()> {
+    plan_norm(p, src, &names::DECODER.final_norm(), "model.norm");
+    if src.has("lm_head.weight") && !src.same("lm_head.weight", "model.embed_tokens.weight")? {
+        plan(p, names::LM_HEAD, "lm_head.weight", Op::Copy);
+    }
+    Ok(())
+}
+
+/// The configuration the Llama-shaped families share: widths, grouped-query heads, rotary
+/// positions (refusing scaled rotary schemes), a sliding window as the limit of positions.
+pub(super) fn config(hf: &Hf) -> Result<Config> {
+    let d = hf.usize("hidden_size")?;
+    let mut c = base_config(hf.usize("vocab_size")?, d);
+    c.decoder_layers = hf.usize("num_hidden_layers")?;
+    c.heads = hf.usize("num_attention_heads")?;
+    c.kv_heads = hf.opt_usize("num_key_value_heads")?;
+    c.head_dim = hf.opt_usize("head_dim")?;
+    c.ffn_dim = hf.usize("intermediate_size")?;
+    c.gated_ffn = true;
+    c.activation = activation("hidden_act", hf.str("hidden_act").unwrap_or("silu"))?;
+    c.norm = Norm::RmsNorm;
+    c.norm_eps = hf.opt_f64("rms_norm_eps")?.unwrap_or(1e-6);
+    c.positions = Positions::Rotary;
+    let rope = &hf.0["rope_parameters"];
+    let rope = if rope.is_object() {
+        rope
+    } else {
+        &hf.0["rope_scaling"]
+    };
+    if let Some(kind) = rope["rope_type"].as_str().or(rope["type"].as_str())
+        && kind != "default"
+    {
+        return Err(Error::bad_config(
+            "rope_parameters.rope_type",
+            format!("\"{kind}\" is not supported (only the default rotary scheme)"),
+        ));
+    }
+    c.rope_theta = rope["rope_theta"]
+        .as_f64()
+        .or(hf.opt_f64("rope_theta")?)
+        .unwrap_or(10_000.0);
+    // Rotary positions have no table: like transformers, quill runs past max_position_embeddings
+    // (max_positions 0 = no limit). A sliding window is a real limit: within it, sliding-window
+    // attention is ordinary causal attention; beyond it quill would compute something else.
+    c.max_positions = 0;
+    if let Some(w) = hf.opt_usize("sliding_window")?
+        && hf.opt_bool("use_sliding_window")? != Some(false)
+        && w < hf.usize("max_position_embeddings")?
+    {
+        c.max_positions = w;
+    }
+    c.bos_id = hf.id("bos_token_id")?;
+    c.eos_ids = hf.ids("eos_token_id")?;
+    c.pad_id = hf.id("pad_token_id")?;
+    Ok(c)
+}

@@ -25,12 +25,10 @@ pub(crate) struct Context<'a> {
     pub stop: Option<StopStrings<'a>>,
 }
 
-/// Ends a hypothesis once its decoded text contains one of the stop strings (the tokens that
-/// produced it are kept, as `transformers`' `stop_strings` does).
-#[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
+/// Ends a hypothesis once its text (what a user sees: `decode::text`) contains one of the stop
+/// strings (the tokens that produced it are kept, as `transformers`' `stop_strings` does).
 pub(crate) struct StopStrings<'a> {
-    #[cfg(feature = "tokenizer")]
-    pub tokenizer: &'a crate::tokenizer::Tokenizer,
+    pub model: &'a crate::model::Model,
     pub strings: &'a [String],
     /// Ids that never show as text (end of sequence, padding, ...).
     pub special: Vec<u32>,
@@ -38,36 +36,22 @@ pub(crate) struct StopStrings<'a> {
 
 impl StopStrings<'_> {
     fn hit(&self, ids: &[u32], tok: u32) -> bool {
-        #[cfg(feature = "tokenizer")]
-        {
-            // Only the tail can contain a new match: the longest stop string, in tokens, is at
-            // most its length in bytes (plus one token of context for the decoder).
-            let longest = self.strings.iter().map(String::len).max().unwrap_or(0) + 1;
-            let from = ids.len().saturating_sub(longest);
-            let mut tail: Vec<u32> = ids[from..]
-                .iter()
-                .copied()
-                .filter(|i| !self.special.contains(i))
-                .collect();
-            if self.special.contains(&tok) {
-                return false;
-            }
-            tail.push(tok);
-            let before = self
-                .tokenizer
-                .decode(&tail[..tail.len() - 1], true)
-                .unwrap_or_default();
-            let after = self.tokenizer.decode(&tail, true).unwrap_or_default();
-            // A match that ends in the new token's text.
-            self.strings
-                .iter()
-                .any(|s| after.contains(s.as_str()) && !before.contains(s.as_str()))
+        if self.special.contains(&tok) {
+            return false;
         }
-        #[cfg(not(feature = "tokenizer"))]
-        {
-            let _ = (ids, tok);
-            false
-        }
+        // Only the tail can contain a new match: the longest stop string, in tokens, is at most
+        // its length in bytes (plus one token of context for the decoder).
+        let longest = self.strings.iter().map(String::len).max().unwrap_or(0) + 1;
+        let from = ids.len().saturating_sub(longest);
+        let mut tail = super::text::visible_ids(&self.special, &ids[from..]);
+        let text = |ids: &[u32]| super::text::decode(self.model, ids, true).unwrap_or_default();
+        let before = text(&tail);
+        tail.push(tok);
+        let after = text(&tail);
+        // A match that ends in the new token's text.
+        self.strings
+            .iter()
+            .any(|s| after.contains(s.as_str()) && !before.contains(s.as_str()))
     }
 }
 

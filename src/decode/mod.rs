@@ -308,21 +308,14 @@ fn stop_strings<'a>(
     if o.stop_strings.is_empty() {
         return Ok(None);
     }
-    #[cfg(feature = "tokenizer")]
-    {
-        Ok(Some(beam::StopStrings {
-            tokenizer: model.target_tokenizer()?,
-            strings: &o.stop_strings,
-            special: model.special_ids(),
-        }))
-    }
-    #[cfg(not(feature = "tokenizer"))]
-    {
-        let _ = model;
-        Err(Error::InvalidArgument(
-            "stop strings need the tokenizer (feature `tokenizer`)".into(),
-        ))
-    }
+    // Stop strings are matched on text: the model needs its tokenizer (refused here, not at the
+    // first token).
+    text::decode(model, &[], true)?;
+    Ok(Some(beam::StopStrings {
+        model,
+        strings: &o.stop_strings,
+        special: model.special_ids(),
+    }))
 }
 
 /// A conversation with a decoder-only model: each turn prefills only its new tokens after the

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use quill::decode::{BeamOptions, GenerateOptions, SampleOptions, Strategy, generate};
 #[cfg(feature = "tokenizer")]
-use quill::decode::{Chat, Flow, StreamEvent};
+use quill::decode::{Chat, Flow, StreamEvent, text};
 use quill::{Limits, Model, Session};
 
 /// Decoding flags shared by `run` and `chat`. Unset flags take the model's defaults.
@@ -122,11 +122,9 @@ pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
 #[cfg(feature = "tokenizer")]
 pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<()> {
     let mut o = args.options(m)?;
-    let tok = m.tokenizer()?;
-    let target = m.target_tokenizer()?;
     let inputs: Vec<Vec<u32>> = text
         .iter()
-        .map(|t| tok.encode(t, true))
+        .map(|t| text::encode(m, t, true))
         .collect::<quill::Result<_>>()?;
     let limits = Limits {
         max_batch: text.len().max(1),
@@ -139,37 +137,27 @@ pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<
     o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
     let mut s = Session::new(m, limits)?;
     let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
-    let special = m.special_ids();
-    let text_of = |ids: &[u32]| -> quill::Result<String> {
-        let ids: Vec<u32> = ids
-            .iter()
-            .copied()
-            .filter(|i| !special.contains(i))
-            .collect();
-        target.decode(&ids, true)
-    };
     let out = if args.stream {
-        let mut d = target.detokenizer(true);
+        // The first input's text as it is generated.
+        let mut stream = text::TextStream::new(m, 1)?;
         let mut err = None;
         let mut cb = |e: StreamEvent| {
             if e.input == 0 {
-                for &id in e.ids.iter().filter(|i| !special.contains(i)) {
-                    match d.push(id) {
-                        Ok(p) => {
-                            print!("{p}");
-                            let _ = std::io::stdout().flush();
-                        }
-                        Err(x) => err = Some(x),
+                match stream.push(0, e.ids) {
+                    Ok(p) => {
+                        print!("{p}");
+                        let _ = std::io::stdout().flush();
                     }
+                    Err(x) => err = Some(x),
                 }
             }
             Flow::Continue
         };
         let out = generate(&mut s, &refs, &o, None, Some(&mut cb))?;
-        println!("{}", d.finish()?);
         if let Some(e) = err {
             return Err(e);
         }
+        println!("{}", stream.finish(0)?);
         out
     } else {
         generate(&mut s, &refs, &o, None, None)?
@@ -180,9 +168,9 @@ pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<
         }
         for h in hyps {
             if hyps.len() > 1 {
-                println!("{:.4}\t{}", h.score, text_of(&h.ids)?);
+                println!("{:.4}\t{}", h.score, text::text_of(m, &h.ids)?);
             } else {
-                println!("{}", text_of(&h.ids)?);
+                println!("{}", text::text_of(m, &h.ids)?);
             }
         }
     }
@@ -201,7 +189,6 @@ pub fn run_text(_: &Model, _: &[String], _: &DecodeArgs) -> quill::Result<()> {
 #[cfg(feature = "tokenizer")]
 pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<()> {
     let mut o = args.options(m)?;
-    let tok = m.tokenizer()?;
     let limits = Limits {
         max_batch: 1,
         max_input_len: max_context,
@@ -213,10 +200,8 @@ pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<(
     o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
     let mut s = Session::new(m, limits)?;
     let mut chat = Chat::new();
-    let special = m.special_ids();
     let stdin = std::io::stdin();
     let mut line = String::new();
-    let mut first = true;
     loop {
         line.clear();
         eprint!("> ");
@@ -227,20 +212,18 @@ pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<(
         {
             return Ok(());
         }
-        let msg = tok.encode(line.trim_end_matches('\n'), first)?;
-        first = false;
-        let mut d = tok.detokenizer(true);
+        let first = chat.history().is_empty();
+        let msg = text::encode(m, line.trim_end_matches('\n'), first)?;
+        let mut stream = text::TextStream::new(m, 1)?;
         let mut cb = |e: StreamEvent| {
-            for &id in e.ids.iter().filter(|i| !special.contains(i)) {
-                if let Ok(p) = d.push(id) {
-                    print!("{p}");
-                    let _ = std::io::stdout().flush();
-                }
+            if let Ok(p) = stream.push(0, e.ids) {
+                print!("{p}");
+                let _ = std::io::stdout().flush();
             }
             Flow::Continue
         };
         chat.turn(&mut s, &msg, &o, None, Some(&mut cb))?;
-        println!("{}", d.finish()?);
+        println!("{}", stream.finish(0)?);
     }
 }
 

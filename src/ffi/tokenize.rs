@@ -39,19 +39,28 @@ pub unsafe extern "C" fn quill_tokenize(
     capacity: usize,
     n_ids: *mut usize,
 ) -> quill_status {
-    guard(|| {
-        let m = model_ref(model)?;
-        let text = unsafe { c_text(text, "text", QUILL_MAX_TEXT_BYTES) }?;
-        if n_ids.is_null() {
-            return Err(arg("n_ids"));
-        }
-        fill(
-            &text::encode(m, text, add_special != 0)?,
-            ids,
-            capacity,
-            n_ids,
-        )
-    })
+    guard(|| unsafe { tokenize_with(text::encode, model, text, add_special, ids, capacity, n_ids) })
+}
+
+/// `quill_tokenize` with `encode` (the source or the target tokenizer).
+///
+/// # Safety
+/// As for `quill_tokenize`.
+unsafe fn tokenize_with(
+    encode: fn(&crate::model::Model, &str, bool) -> crate::error::Result<Vec<u32>>,
+    model: *const quill_model,
+    text: *const c_char,
+    add_special: i32,
+    ids: *mut u32,
+    capacity: usize,
+    n_ids: *mut usize,
+) -> Result<(), Error> {
+    let m = model_ref(model)?;
+    let text = unsafe { c_text(text, "text", QUILL_MAX_TEXT_BYTES) }?;
+    if n_ids.is_null() {
+        return Err(arg("n_ids"));
+    }
+    fill(&encode(m, text, add_special != 0)?, ids, capacity, n_ids)
 }
 
 /// As `quill_tokenize`, with the target tokenizer: the vocabulary the decoder reads and writes
@@ -69,14 +78,12 @@ pub unsafe extern "C" fn quill_tokenize_target(
     capacity: usize,
     n_ids: *mut usize,
 ) -> quill_status {
-    guard(|| {
-        let m = model_ref(model)?;
-        let text = unsafe { c_text(text, "text", QUILL_MAX_TEXT_BYTES) }?;
-        if n_ids.is_null() {
-            return Err(arg("n_ids"));
-        }
-        fill(
-            &text::encode_target(m, text, add_special != 0)?,
+    guard(|| unsafe {
+        tokenize_with(
+            text::encode_target,
+            model,
+            text,
+            add_special,
             ids,
             capacity,
             n_ids,

@@ -232,7 +232,7 @@ const char *quill_last_error(void);
 quill_status quill_model_params_init(quill_model_params *params, size_t size);
 
 // Programs built against the first header call this; through this header the name is a macro
-// for `quill_model_params_init(params, sizeof *params)`. Fills only the fields of the first
+// for `quill_model_params_init(params, sizeof(quill_model_params))`. Fills only the fields of the first
 // release's struct (16 bytes: `struct_size`, `threads`, `in_memory`), never more. Any thread.
 //
 // # Safety
@@ -292,7 +292,7 @@ quill_status quill_model_eos_ids(const quill_model *model,
 quill_status quill_session_params_init(quill_session_params *params, size_t size);
 
 // Programs built against the first header call this; through this header the name is a macro
-// for `quill_session_params_init(params, sizeof *params)`. Fills only the fields of the first
+// for `quill_session_params_init(params, sizeof(quill_session_params))`. Fills only the fields of the first
 // release's struct (24 bytes, without `max_memory`), never more. Any thread.
 //
 // # Safety
@@ -425,12 +425,13 @@ quill_status quill_generate_params_init(const quill_model *model,
                                         size_t size);
 
 // Programs built against the first header call this; through this header the name is a macro
-// for `quill_generate_params_init(model, params, sizeof *params)`. Fills the first release's
+// for `quill_generate_params_init(model, params, sizeof(quill_generate_params))`. Fills the first release's
 // struct (64 bytes), never more.
 //
 // # Safety
 // `model` NULL or live; `params` NULL or writable for 64 bytes.
-quill_status quill_generate_default_params(const quill_model *model, quill_generate_params *params);
+quill_status quill_generate_default_params(const quill_model *model,
+                                           quill_generate_params *params);
 
 // Fills `size` bytes of `params` with the model's decoding defaults lowered to what `session`
 // holds (its beams) — what NULL parameters mean to `quill_generate_text` and
@@ -552,12 +553,12 @@ quill_status quill_set_log_callback(quill_log_fn callback, void *user);
 
 #endif  /* QUILL_H */
 
-/* The *_default_params names fill the caller's whole struct (its sizeof, as compiled): they are
+/* The *_default_params names fill the caller's whole struct (its size in this header): they are
  * macros for the *_params_init functions. The functions of the same names remain in the library
  * for programs built against the first header; they fill only the first release's fields. */
 #ifndef QUILL_DEFAULT_PARAMS_MACROS
 #define QUILL_DEFAULT_PARAMS_MACROS
-#define quill_model_default_params(params) quill_model_params_init((params), sizeof *(params))
-#define quill_session_default_params(params) quill_session_params_init((params), sizeof *(params))
-#define quill_generate_default_params(model, params) quill_generate_params_init((model), (params), sizeof *(params))
+#define quill_model_default_params(params) quill_model_params_init((params), sizeof(quill_model_params))
+#define quill_session_default_params(params) quill_session_params_init((params), sizeof(quill_session_params))
+#define quill_generate_default_params(model, params) quill_generate_params_init((model), (params), sizeof(quill_generate_params))
 #endif

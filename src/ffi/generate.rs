@@ -135,7 +135,7 @@ pub unsafe extern "C" fn quill_generate_params_init(
 }
 
 /// Programs built against the first header call this; through this header the name is a macro
-/// for `quill_generate_params_init(model, params, sizeof *params)`. Fills the first release's
+/// for `quill_generate_params_init(model, params, sizeof(quill_generate_params))`. Fills the first release's
 /// struct (64 bytes), never more.
 ///
 /// # Safety

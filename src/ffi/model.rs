@@ -108,7 +108,7 @@ pub unsafe extern "C" fn quill_model_params_init(
 }
 
 /// Programs built against the first header call this; through this header the name is a macro
-/// for `quill_model_params_init(params, sizeof *params)`. Fills only the fields of the first
+/// for `quill_model_params_init(params, sizeof(quill_model_params))`. Fills only the fields of the first
 /// release's struct (16 bytes: `struct_size`, `threads`, `in_memory`), never more. Any thread.
 ///
 /// # Safety

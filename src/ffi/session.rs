@@ -67,7 +67,7 @@ pub unsafe extern "C" fn quill_session_params_init(
 }
 
 /// Programs built against the first header call this; through this header the name is a macro
-/// for `quill_session_params_init(params, sizeof *params)`. Fills only the fields of the first
+/// for `quill_session_params_init(params, sizeof(quill_session_params))`. Fills only the fields of the first
 /// release's struct (24 bytes, without `max_memory`), never more. Any thread.
 ///
 /// # Safety

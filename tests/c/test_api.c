@@ -421,6 +421,9 @@ int main(int argc, char **argv) {
   CHECK(quill_session_params_init(NULL, sizeof sp) == QUILL_ERR_INVALID_ARGUMENT, "NULL session params");
   CHECK(quill_generate_params_init(model, NULL, sizeof gp) == QUILL_ERR_INVALID_ARGUMENT, "NULL generate params");
   CHECK((quill_session_default_params)(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL to the first release's function");
+  CHECK(quill_model_default_params(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL through the macro");
+  CHECK(quill_session_default_params(NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL through the macro");
+  CHECK(quill_generate_default_params(model, NULL) == QUILL_ERR_INVALID_ARGUMENT, "NULL through the macro");
   CHECK(quill_tokenize(model, NULL, 1, ids, 256, &n_ids) == QUILL_ERR_INVALID_ARGUMENT, "NULL text");
   CHECK(quill_detokenize(model, NULL, 3, 1, back, sizeof back, &back_len) == QUILL_ERR_INVALID_ARGUMENT, "NULL ids");
   /* A wrong count is refused before anything is read past the caller's array. */

@@ -132,12 +132,14 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether `tool --version` runs.
+/// Whether `tool --version` (or `tool version`, as Go spells it) runs.
 pub fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    ["--version", "version"].iter().any(|a| {
+        Command::new(tool)
+            .arg(a)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 /// target/<profile> of this test run, with libquill.so and libquill.a built by

@@ -240,6 +240,18 @@ impl GenerateOptions {
     }
 }
 
+/// Clears a cancel request when the generation (or chat turn) it was made for returns, however
+/// it returns.
+struct ClearOnReturn<'a>(Option<&'a CancelHandle>);
+
+impl Drop for ClearOnReturn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.reset();
+        }
+    }
+}
+
 /// Runs a generation on `session` for `inputs` (source sentences or prompts, as ids).
 ///
 /// `cancel` stops it within one step (or one layer of the encoder or prefill); a cancel made
@@ -252,20 +264,7 @@ pub fn generate(
     cancel: Option<&CancelHandle>,
     callback: Option<Callback>,
 ) -> Result<Generation> {
-    let r = generate_inner(session, inputs, options, cancel, callback);
-    if let Some(c) = cancel {
-        c.reset();
-    }
-    r
-}
-
-fn generate_inner(
-    session: &mut Session,
-    inputs: &[&[u32]],
-    options: &GenerateOptions,
-    cancel: Option<&CancelHandle>,
-    callback: Option<Callback>,
-) -> Result<Generation> {
+    let _clear = ClearOnReturn(cancel);
     let model = session.model().clone();
     let c = model.config();
     options.validate(c.vocab_size)?;
@@ -356,21 +355,7 @@ impl Chat {
         callback: Option<Callback>,
     ) -> Result<Hypothesis> {
         self.stopped = false;
-        let r = self.turn_inner(session, tokens, options, cancel, callback);
-        if let Some(c) = cancel {
-            c.reset();
-        }
-        r
-    }
-
-    fn turn_inner(
-        &mut self,
-        session: &mut Session,
-        tokens: &[u32],
-        options: &GenerateOptions,
-        cancel: Option<&CancelHandle>,
-        callback: Option<Callback>,
-    ) -> Result<Hypothesis> {
+        let _clear = ClearOnReturn(cancel);
         let model = session.model().clone();
         if model.arch() != Arch::DecoderOnly {
             return Err(Error::InvalidArgument(

@@ -46,18 +46,7 @@ pub(crate) struct LstmWeights {
     pub lm_bias: Option<Vec<f32>>,
 }
 
-fn matrix(file: &QuillFile, name: &str, rows: usize, cols: usize) -> Result<MatrixRef> {
-    let r = file.matrix_ref(name)?;
-    let m = file.resolve(r);
-    if (m.rows, m.cols) != (rows, cols) {
-        return Err(Error::WrongTensorType {
-            tensor: name.into(),
-            expected: format!("[{rows}, {cols}] (from the config)"),
-            found: format!("[{}, {}]", m.rows, m.cols),
-        });
-    }
-    Ok(r)
-}
+use super::shaped_matrix as matrix;
 
 fn vector(file: &QuillFile, name: &str, len: usize) -> Result<Vec<f32>> {
     let t = file.tensor(name)?;
@@ -249,6 +238,18 @@ pub(crate) struct Ctx<'a> {
     pub pool: &'a Pool,
     pub config: &'a Config,
     pub w: &'a LstmWeights,
+}
+
+impl<'a> Ctx<'a> {
+    fn of(m: &'a super::ModelInner, w: &'a LstmWeights) -> Ctx<'a> {
+        Ctx {
+            file: &m.file,
+            kern: m.kernels,
+            pool: &m.pool,
+            config: &m.config,
+            w,
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -500,13 +501,7 @@ pub(crate) struct LstmNet {
     model: super::Model,
     w: std::sync::Arc<LstmWeights>,
     st: LstmState,
-    /// `[slots, V]`
-    logits: Vec<f32>,
-    /// `[slots, max_in]`, allocated when first recorded.
-    align: Vec<f32>,
-    align_on: bool,
-    slots: usize,
-    max_in: usize,
+    out: super::Outputs,
     /// Per row of a step: its slot, input and source length (allocated once).
     rows: [Vec<usize>; 3],
 }
@@ -535,11 +530,7 @@ impl LstmNet {
             model: model.clone(),
             w,
             st: LstmState::new(c, slots, limits.max_batch, limits.max_input_len),
-            logits: vec![0.0; slots * c.vocab_size],
-            align: Vec::new(),
-            align_on: false,
-            slots,
-            max_in: limits.max_input_len,
+            out: super::Outputs::new(vec![0.0; slots * c.vocab_size], slots, limits.max_input_len),
             rows: std::array::from_fn(|_| Vec::with_capacity(slots)),
         }
     }
@@ -553,14 +544,7 @@ impl super::Network for LstmNet {
         cancel: Option<&super::CancelHandle>,
     ) -> Result<bool> {
         let model = self.model.clone();
-        let m = &*model.inner;
-        let net = Ctx {
-            file: &m.file,
-            kern: m.kernels,
-            pool: &m.pool,
-            config: &m.config,
-            w: &self.w,
-        };
+        let net = Ctx::of(&model.inner, &self.w);
         let cancelled = || cancel.is_some_and(|c| c.is_cancelled());
         let mut slots = Vec::with_capacity(beams);
         for (input, g) in b.groups.iter().enumerate() {
@@ -576,14 +560,7 @@ impl super::Network for LstmNet {
 
     fn decode(&mut self, b: &super::Batch, _cancel: Option<&super::CancelHandle>) -> bool {
         let model = self.model.clone();
-        let m = &*model.inner;
-        let net = Ctx {
-            file: &m.file,
-            kern: m.kernels,
-            pool: &m.pool,
-            config: &m.config,
-            w: &self.w,
-        };
+        let net = Ctx::of(&model.inner, &self.w);
         let [slots, inputs, src_len] = &mut self.rows;
         slots.clear();
         inputs.clear();
@@ -594,14 +571,14 @@ impl super::Network for LstmNet {
             inputs.push(b.input_of[g.slot]);
             src_len.push(b.src_len[b.input_of[g.slot]]);
         }
-        let align = self.align_on.then_some(&mut self.align[..]);
+        let (logits, align) = self.out.both_mut();
         net.step(
             &mut self.st,
             slots,
             b.tokens,
             inputs,
             src_len,
-            &mut self.logits,
+            logits,
             align,
         );
         true
@@ -612,22 +589,11 @@ impl super::Network for LstmNet {
         self.st.copy_slot(layers, from, to);
     }
 
-    fn logits(&self) -> &[f32] {
-        &self.logits
+    fn outputs(&self) -> &super::Outputs {
+        &self.out
     }
 
-    fn logits_mut(&mut self) -> &mut [f32] {
-        &mut self.logits
-    }
-
-    fn record_alignment(&mut self, on: bool) {
-        self.align_on = on;
-        if on && self.align.is_empty() {
-            self.align = vec![0.0; self.slots * self.max_in];
-        }
-    }
-
-    fn alignment(&self, slot: usize, n: usize) -> &[f32] {
-        &self.align[slot * self.max_in..slot * self.max_in + n]
+    fn outputs_mut(&mut self) -> &mut super::Outputs {
+        &mut self.out
     }
 }

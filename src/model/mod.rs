@@ -60,6 +60,73 @@ impl From<crate::format::Activation> for crate::kernels::Act {
     }
 }
 
+/// The matrix `name` of `file`, checked to be `[rows, cols]` (as the config says).
+pub(crate) fn shaped_matrix(
+    file: &QuillFile,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<crate::format::MatrixRef> {
+    let r = file.matrix_ref(name)?;
+    let m = file.resolve(r);
+    if (m.rows, m.cols) != (rows, cols) {
+        return Err(Error::WrongTensorType {
+            tensor: name.into(),
+            expected: format!("[{rows}, {cols}] (from the config)"),
+            found: format!("[{}, {}]", m.rows, m.cols),
+        });
+    }
+    Ok(r)
+}
+
+/// What every network writes for the session: logits `[slots, V]` and, when recorded, the
+/// cross-attention alignment of each slot over its input's source tokens `[slots, src]`.
+pub(crate) struct Outputs {
+    pub logits: Vec<f32>,
+    align: Vec<f32>,
+    align_on: bool,
+    slots: usize,
+    src: usize,
+}
+
+impl Outputs {
+    pub fn new(logits: Vec<f32>, slots: usize, src: usize) -> Outputs {
+        Outputs {
+            logits,
+            align: Vec::new(),
+            align_on: false,
+            slots,
+            src,
+        }
+    }
+
+    /// Records the alignment from now on (or not); its buffer is allocated when first needed.
+    pub fn record_alignment(&mut self, on: bool) {
+        self.align_on = on;
+        if on && self.align.is_empty() {
+            self.align = vec![0.0; self.slots * self.src];
+        }
+    }
+
+    /// The alignment buffer to write, when recording.
+    pub fn align_mut(&mut self) -> Option<&mut [f32]> {
+        self.align_on.then_some(&mut self.align[..])
+    }
+
+    /// The logits and the alignment to write, together.
+    pub fn both_mut(&mut self) -> (&mut [f32], Option<&mut [f32]>) {
+        (
+            &mut self.logits,
+            self.align_on.then_some(&mut self.align[..]),
+        )
+    }
+
+    /// Slot `slot`'s alignment over `n` source tokens.
+    pub fn alignment(&self, slot: usize, n: usize) -> &[f32] {
+        &self.align[slot * self.src..slot * self.src + n]
+    }
+}
+
 /// How to open a model.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
@@ -108,7 +175,21 @@ pub(crate) struct Batch<'a> {
     pub src_len: &'a [usize],
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    pub fn new(
+        groups: &'a [Group],
+        tokens: &'a [u32],
+        input_of: &'a [usize],
+        src_len: &'a [usize],
+    ) -> Batch<'a> {
+        Batch {
+            groups,
+            tokens,
+            input_of,
+            src_len,
+        }
+    }
+
     /// Stacked rows in all.
     pub fn rows(&self) -> usize {
         self.groups.last().map_or(0, |g| g.row0 + g.len)
@@ -127,13 +208,9 @@ pub(crate) trait Network: Send {
     fn decode(&mut self, b: &Batch, cancel: Option<&CancelHandle>) -> bool;
     /// Makes slot `to` continue from slot `from`, whose state holds `len` tokens.
     fn copy_slot(&mut self, from: usize, to: usize, len: usize);
-    /// The logits `[slots, vocab]` (the first rows are the last pass's).
-    fn logits(&self) -> &[f32];
-    fn logits_mut(&mut self) -> &mut [f32];
-    /// Records the cross-attention alignment of every decoding step from now on (or not).
-    fn record_alignment(&mut self, on: bool);
-    /// The last step's alignment of `slot` over the `n` source tokens of its input.
-    fn alignment(&self, slot: usize, n: usize) -> &[f32];
+    /// The logits (the first rows are the last pass's) and the alignment.
+    fn outputs(&self) -> &Outputs;
+    fn outputs_mut(&mut self) -> &mut Outputs;
 }
 
 /// A loaded model: immutable, `Send + Sync`, cheap to clone (clones share everything).

@@ -156,12 +156,14 @@ impl Session {
     /// Records the cross-attention alignment of every decoding step (seq2seq; the last decoder
     /// layer's attention averaged over heads). Allocates its buffer once when first enabled.
     pub fn record_alignment(&mut self, on: bool) {
-        self.net.record_alignment(on);
+        self.net.outputs_mut().record_alignment(on);
     }
 
     /// The alignment of the last step for `slot`: weights over the source tokens of its input.
     pub(crate) fn alignment(&self, slot: usize) -> &[f32] {
-        self.net.alignment(slot, self.src_len[self.input_of[slot]])
+        self.net
+            .outputs()
+            .alignment(slot, self.src_len[self.input_of[slot]])
     }
 
     /// A handle whose cancellation interrupts this session's prefill and encoder passes between
@@ -260,12 +262,7 @@ impl Session {
         let encoder_decoder = model.arch() != Arch::DecoderOnly;
         // The encoder or prefill runs on a pool worker (see `run_on_pool`).
         let done = model.inner.pool.install(|| {
-            let b = Batch {
-                groups: &self.groups,
-                tokens: &self.tokens,
-                input_of: &self.input_of,
-                src_len: &self.src_len,
-            };
+            let b = Batch::new(&self.groups, &self.tokens, &self.input_of, &self.src_len);
             if encoder_decoder {
                 self.net.encode(&b, beams, self.cancel.as_ref())
             } else {
@@ -340,12 +337,7 @@ impl Session {
     fn run_on_pool(&mut self) -> bool {
         let model = self.model.clone();
         let done = model.inner.pool.install(|| {
-            let b = Batch {
-                groups: &self.groups,
-                tokens: &self.tokens,
-                input_of: &self.input_of,
-                src_len: &self.src_len,
-            };
+            let b = Batch::new(&self.groups, &self.tokens, &self.input_of, &self.src_len);
             self.net.decode(&b, self.cancel.as_ref())
         });
         if done {
@@ -402,7 +394,7 @@ impl Session {
     /// The logits of the last step, mutable (logits processors work in place).
     pub(crate) fn logits_mut(&mut self) -> &mut [f32] {
         let v = self.model.config().vocab_size;
-        &mut self.net.logits_mut()[..self.logit_rows * v]
+        &mut self.net.outputs_mut().logits[..self.logit_rows * v]
     }
 
     /// Appends one token to every active sequence and computes the next logits
@@ -460,6 +452,6 @@ impl Session {
 
     /// The logits of the last [`Session::step`] (or of the prefill), `[batch, vocab]`.
     pub fn logits(&self) -> &[f32] {
-        &self.net.logits()[..self.logit_rows * self.model.config().vocab_size]
+        &self.net.outputs().logits[..self.logit_rows * self.model.config().vocab_size]
     }
 }

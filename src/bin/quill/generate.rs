@@ -92,19 +92,31 @@ fn beams_of(o: &GenerateOptions) -> usize {
     }
 }
 
-/// Generates from token ids and prints ids (one line per hypothesis).
-pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
-    let mut o = args.options(m)?;
+/// A session for `batch` inputs of up to `input_len` tokens decoded with `o` (its length
+/// shortened to what the model's positions hold).
+fn session_for(
+    m: &Model,
+    batch: usize,
+    input_len: usize,
+    beams: usize,
+    o: &mut GenerateOptions,
+) -> quill::Result<Session> {
     let limits = Limits {
-        max_batch: 1,
-        max_input_len: ids.len().max(1),
+        max_batch: batch.max(1),
+        max_input_len: input_len.max(1),
         max_new_tokens: o.max_new_tokens,
-        beams: beams_of(&o),
+        beams,
         ..Default::default()
     }
     .fit(m);
     o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
-    let mut s = Session::new(m, limits)?;
+    Session::new(m, limits)
+}
+
+/// Generates from token ids and prints ids (one line per hypothesis).
+pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
+    let mut o = args.options(m)?;
+    let mut s = session_for(m, 1, ids.len(), beams_of(&o), &mut o)?;
     let out = generate(&mut s, &[ids], &o, None, None)?;
     for h in &out.outputs[0] {
         println!(
@@ -126,16 +138,8 @@ pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<
         .iter()
         .map(|t| text::encode(m, t, true))
         .collect::<quill::Result<_>>()?;
-    let limits = Limits {
-        max_batch: text.len().max(1),
-        max_input_len: inputs.iter().map(Vec::len).max().unwrap_or(1).max(1),
-        max_new_tokens: o.max_new_tokens,
-        beams: beams_of(&o),
-        ..Default::default()
-    }
-    .fit(m);
-    o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
-    let mut s = Session::new(m, limits)?;
+    let longest = inputs.iter().map(Vec::len).max().unwrap_or(1);
+    let mut s = session_for(m, text.len(), longest, beams_of(&o), &mut o)?;
     let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
     let out = if args.stream {
         // The first input's text as it is generated.
@@ -189,16 +193,7 @@ pub fn run_text(_: &Model, _: &[String], _: &DecodeArgs) -> quill::Result<()> {
 #[cfg(feature = "tokenizer")]
 pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<()> {
     let mut o = args.options(m)?;
-    let limits = Limits {
-        max_batch: 1,
-        max_input_len: max_context,
-        max_new_tokens: o.max_new_tokens,
-        beams: 1,
-        ..Default::default()
-    }
-    .fit(m);
-    o.max_new_tokens = o.max_new_tokens.min(limits.max_new_tokens);
-    let mut s = Session::new(m, limits)?;
+    let mut s = session_for(m, 1, max_context, 1, &mut o)?;
     let mut chat = Chat::new();
     let stdin = std::io::stdin();
     let mut line = String::new();

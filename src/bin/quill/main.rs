@@ -140,6 +140,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Opens `path` with `threads` workers (0: one per core).
+fn open(path: &std::path::Path, threads: usize) -> quill::Result<Model> {
+    Model::open(
+        path,
+        &OpenOptions {
+            threads,
+            ..Default::default()
+        },
+    )
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Run {
@@ -149,13 +160,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             decode,
             threads,
         } => {
-            let m = Model::open(
-                &model,
-                &OpenOptions {
-                    threads,
-                    ..Default::default()
-                },
-            )?;
+            let m = open(&model, threads)?;
             match ids {
                 Some(ids) => generate::run_ids(&m, &ids, &decode)?,
                 None => generate::run_text(&m, &text, &decode)?,
@@ -167,13 +172,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             max_context,
             threads,
         } => {
-            let m = Model::open(
-                &model,
-                &OpenOptions {
-                    threads,
-                    ..Default::default()
-                },
-            )?;
+            let m = open(&model, threads)?;
             generate::chat(&m, &decode, max_context)?;
         }
         Command::Eval {
@@ -184,13 +183,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             output,
             threads,
         } => {
-            let m = Model::open(
-                &model,
-                &OpenOptions {
-                    threads,
-                    ..Default::default()
-                },
-            )?;
+            let m = open(&model, threads)?;
             let pairs = quill::eval::read_pairs(&test)?;
             if pairs.is_empty() {
                 return Err(format!("{}: no `source<TAB>reference` lines", test.display()).into());

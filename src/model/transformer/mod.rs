@@ -24,7 +24,7 @@ use crate::format::{Arch, Positions};
 use crate::kernels::ActScratch;
 
 use super::positions::{rel_table, rope_tables};
-use super::{Batch, CancelHandle, Limits, Model, Network};
+use super::{Batch, CancelHandle, Limits, Model, Network, Outputs};
 use blocks::{CrossCache, Cx, SelfCache, Seqs, Work};
 use weights::{PosTable, Stack, TransformerWeights};
 
@@ -109,6 +109,16 @@ impl Sizes {
     }
 }
 
+/// The context of the blocks' `forward`s.
+fn cx(m: &super::ModelInner) -> Cx<'_> {
+    Cx {
+        file: &m.file,
+        kern: m.kernels,
+        pool: &m.pool,
+        c: &m.config,
+    }
+}
+
 /// A Transformer's state in a session.
 pub(crate) struct TransformerState {
     model: Model,
@@ -129,7 +139,8 @@ pub(crate) struct TransformerState {
     enc: Vec<f32>,
     /// Final hidden states of the rows whose logits are wanted, `[slots, d]`.
     last: Vec<f32>,
-    logits: Vec<f32>,
+    /// The logits `[slots, V]` and the alignment `[slots][max_input_len]`, when recorded.
+    out: Outputs,
     /// Rotary tables `[dec_len][hd / 2]`.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
@@ -138,9 +149,6 @@ pub(crate) struct TransformerState {
     rel_enc: Vec<f32>,
     rel_dec: Vec<f32>,
     span: usize,
-    /// Cross-attention alignment of the last step, `[slots][max_input_len]`, when recorded.
-    align: Vec<f32>,
-    align_on: bool,
 }
 
 impl TransformerState {
@@ -217,14 +225,16 @@ impl TransformerState {
             cross_v: zeros(s.cross_cache)?,
             enc: zeros(s.enc)?,
             last: zeros(s.last)?,
-            logits: zeros(s.logits)?,
+            out: Outputs::new(
+                zeros(s.logits)?,
+                limits.max_batch * limits.beams,
+                limits.max_input_len,
+            ),
             rope_cos,
             rope_sin,
             rel_enc: rel(w.encoder.as_ref(), true),
             rel_dec: rel(Some(&w.decoder), false),
             span: s.span,
-            align: Vec::new(),
-            align_on: false,
             w,
         })
     }
@@ -241,12 +251,7 @@ impl TransformerState {
         cancel: Option<&CancelHandle>,
     ) -> bool {
         let m = &*self.model.inner;
-        let cx = Cx {
-            file: &m.file,
-            kern: m.kernels,
-            pool: &m.pool,
-            c: &m.config,
-        };
+        let cx = cx(m);
         let rows = b.rows();
         let seqs = Seqs {
             groups: b.groups,
@@ -276,7 +281,7 @@ impl TransformerState {
                 .self_attn
                 .forward(&cx, l, rows, &seqs, cache, rope, rel, &mut self.work);
             if let Some(cross) = &layer.cross {
-                let align = (self.align_on && l == last).then_some(&mut self.align[..]);
+                let align = self.out.align_mut().filter(|_| l == last);
                 let cache = CrossCache {
                     k: &self.cross_k,
                     v: &self.cross_v,
@@ -298,12 +303,7 @@ impl TransformerState {
     fn fill_cross_cache(&mut self, b: &Batch) {
         let m = &*self.model.inner;
         let c = &m.config;
-        let cx = Cx {
-            file: &m.file,
-            kern: m.kernels,
-            pool: &m.pool,
-            c,
-        };
+        let cx = cx(m);
         let (hd, kv) = (c.head_dim(), c.kv_heads());
         let kvd = kv * hd;
         let (src, rows) = (self.src, b.rows());
@@ -332,12 +332,7 @@ impl TransformerState {
     fn compute_logits(&mut self, b: &Batch) {
         let m = &*self.model.inner;
         let c = &m.config;
-        let cx = Cx {
-            file: &m.file,
-            kern: m.kernels,
-            pool: &m.pool,
-            c,
-        };
+        let cx = cx(m);
         let (d, vocab) = (c.d_model, c.vocab_size);
         let n = b.groups.len();
         for (i, g) in b.groups.iter().enumerate() {
@@ -352,7 +347,7 @@ impl TransformerState {
             (m.kernels.scale)(last, c.logits_scale as f32);
         }
         let head = m.file.resolve(self.w.lm_head);
-        let logits = &mut self.logits[..n * vocab];
+        let logits = &mut self.out.logits[..n * vocab];
         m.kernels
             .linear(&m.pool, last, n, &head, logits, &mut self.work.acts);
         if let Some(bias) = &self.w.lm_bias {
@@ -377,14 +372,7 @@ impl Network for TransformerState {
         let d = self.model.inner.config.d_model;
         let rows = b.rows();
         if let Some(norm) = &enc.final_norm {
-            let m = &*self.model.inner;
-            let cx = Cx {
-                file: &m.file,
-                kern: m.kernels,
-                pool: &m.pool,
-                c: &m.config,
-            };
-            cx.norm_rows(norm, &mut self.work.x[..rows * d]);
+            cx(&self.model.inner).norm_rows(norm, &mut self.work.x[..rows * d]);
         }
         self.enc[..rows * d].copy_from_slice(&self.work.x[..rows * d]);
         self.fill_cross_cache(b);
@@ -414,22 +402,11 @@ impl Network for TransformerState {
         }
     }
 
-    fn logits(&self) -> &[f32] {
-        &self.logits
+    fn outputs(&self) -> &Outputs {
+        &self.out
     }
 
-    fn logits_mut(&mut self) -> &mut [f32] {
-        &mut self.logits
-    }
-
-    fn record_alignment(&mut self, on: bool) {
-        self.align_on = on;
-        if on && self.align.is_empty() {
-            self.align = vec![0.0; self.slots * self.src];
-        }
-    }
-
-    fn alignment(&self, slot: usize, n: usize) -> &[f32] {
-        &self.align[slot * self.src..slot * self.src + n]
+    fn outputs_mut(&mut self) -> &mut Outputs {
+        &mut self.out
     }
 }

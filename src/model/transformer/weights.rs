@@ -154,16 +154,7 @@ impl Loader<'_> {
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<MatrixRef> {
-        let r = self.file.matrix_ref(name)?;
-        let m = self.file.resolve(r);
-        if (m.rows, m.cols) != (rows, cols) {
-            return Err(Error::WrongTensorType {
-                tensor: name.into(),
-                expected: format!("[{rows}, {cols}] (from the config)"),
-                found: format!("[{}, {}]", m.rows, m.cols),
-            });
-        }
-        Ok(r)
+        crate::model::shaped_matrix(self.file, name, rows, cols)
     }
 
     fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {

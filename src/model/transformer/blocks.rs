@@ -52,6 +52,18 @@ pub(crate) struct Work {
     pub acts: ActScratch,
 }
 
+/// Row `r`'s query of head `h`, the scores scratch, and where the head's output goes (rows of
+/// `qd` values, heads of `hd`).
+fn head<'a>(
+    q: &'a [f32],
+    scores: &'a mut [f32],
+    att: &'a mut [f32],
+    (r, h, qd, hd): (usize, usize, usize, usize),
+) -> (&'a [f32], &'a mut [f32], &'a mut [f32]) {
+    let at = r * qd + h * hd;
+    (&q[at..at + hd], scores, &mut att[at..at + hd])
+}
+
 /// The stacked sequences of a pass: their groups, and how the caches are laid out.
 pub(crate) struct Seqs<'a> {
     pub groups: &'a [Group],
@@ -282,17 +294,19 @@ impl SelfAttention {
                         };
                         for t in 0..g.len {
                             let (r, pos) = (g.row0 + t, g.pos0 + t);
+                            let (q, scores, out) =
+                                head(&w.q, &mut w.scores, &mut w.att, (r, h, qd, hd));
                             attend_one(
                                 cx.kern,
-                                &w.q[r * qd + h * hd..r * qd + (h + 1) * hd],
+                                q,
                                 keys,
                                 values,
                                 pos + 1,
                                 scale,
                                 span_bias(h, pos, pos + 1),
                                 None,
-                                &mut w.scores,
-                                &mut w.att[r * qd + h * hd..r * qd + (h + 1) * hd],
+                                scores,
+                                out,
                             );
                         }
                     }
@@ -314,17 +328,19 @@ impl SelfAttention {
                         };
                         for t in 0..g.len {
                             let r = g.row0 + t;
+                            let (q, scores, out) =
+                                head(&w.q, &mut w.scores, &mut w.att, (r, h, qd, hd));
                             attend_one(
                                 cx.kern,
-                                &w.q[r * qd + h * hd..r * qd + (h + 1) * hd],
+                                q,
                                 keys,
                                 values,
                                 g.len,
                                 scale,
                                 span_bias(h, t, g.len),
                                 None,
-                                &mut w.scores,
-                                &mut w.att[r * qd + h * hd..r * qd + (h + 1) * hd],
+                                scores,
+                                out,
                             );
                         }
                     }
@@ -384,18 +400,8 @@ impl CrossAttention {
                 };
                 for t in 0..g.len {
                     let r = g.row0 + t;
-                    attend_one(
-                        cx.kern,
-                        &w.q[r * qd + h * hd..r * qd + (h + 1) * hd],
-                        keys,
-                        values,
-                        n,
-                        scale,
-                        None,
-                        None,
-                        &mut w.scores,
-                        &mut w.att[r * qd + h * hd..r * qd + (h + 1) * hd],
-                    );
+                    let (q, scores, out) = head(&w.q, &mut w.scores, &mut w.att, (r, h, qd, hd));
+                    attend_one(cx.kern, q, keys, values, n, scale, None, None, scores, out);
                     if let Some(al) = align.as_deref_mut()
                         && g.len == 1
                     {

@@ -18,7 +18,8 @@ use quill::format::{Activation, Arch, Config, Norm, Positions};
 use quill::kernels::{Pool, kernels};
 use quill::rng::Rng;
 use quill::train::layers::{Ctx, IGNORE};
-use quill::train::model::{Acts, Batch, Structure, Transformer};
+use quill::train::model::{Batch, Structure, Transformer};
+use quill::train::net::{Net, NetActs};
 use quill::train::optim::{AdamW, AdamWOptions, clip_grad_norm};
 
 fn main() {
@@ -101,11 +102,13 @@ fn main() {
         tied_output: true,
         embed_norm: false,
     };
-    let mut model = Transformer::new(Arch::Seq2Seq, &cfg, structure).expect("valid config");
-    model.dropout = dropout;
+    let mut model: Net = Transformer::new(Arch::Seq2Seq, &cfg, structure)
+        .expect("valid config")
+        .into();
+    model.set_dropout(dropout);
     let mut params = model.init(seed);
-    let mut grads = vec![0f32; model.len];
-    let mut opt = AdamW::new(AdamWOptions::default(), &model.params, model.len);
+    let mut grads = vec![0f32; model.len()];
+    let mut opt = AdamW::new(AdamWOptions::default(), model.params(), model.len());
     let pool = Pool::new(threads).expect("threads");
     let ctx = Ctx {
         pool: &pool,
@@ -152,7 +155,7 @@ fn main() {
         })
         .collect();
 
-    let mut acts = Acts::default();
+    let mut acts = NetActs::default();
     let mut step = |batch: &Batch, n: u64| {
         grads.fill(0.0);
         let total = batch.target_tokens();
@@ -193,7 +196,7 @@ fn main() {
             "tokens_per_s": tokens as f64 / secs,
             "tgt_tokens_per_s": tgt as f64 / secs,
             "ms_per_step": 1e3 * secs / steps as f64,
-            "params": model.len, "final_loss": loss,
+            "params": model.len(), "final_loss": loss,
         })
     );
 }

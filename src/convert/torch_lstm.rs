@@ -4,6 +4,7 @@
 
 use super::hf::{Hf, Op, Planned, Sources, base_config, plan, plan_linear};
 use crate::error::{Error, Result};
+use crate::format::names::{self, LstmCell};
 use crate::format::{Arch, Config, Positions};
 
 /// The source block of each of quill's gates i, f, g, o, from a gate order such as `ifgo`
@@ -75,36 +76,29 @@ pub(super) fn lstm(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>
         transpose: keras && weight,
     };
     let mut p = Vec::new();
-    plan(
-        &mut p,
-        "encoder.embed.weight",
-        "encoder.embed.weight",
-        Op::Copy,
-    );
-    plan(
-        &mut p,
-        "decoder.embed.weight",
-        "decoder.embed.weight",
-        Op::Copy,
-    );
+    // The reference layout's embeddings already have quill's names.
+    for stack in [names::ENCODER, names::DECODER] {
+        plan(&mut p, stack.embed(), stack.embed(), Op::Copy);
+    }
     // One LSTM layer (direction): weight_ih, weight_hh and the summed biases.
-    let cell = |p: &mut Vec<Planned>, dst: &str, ih: String, hh: String, bi: String, bh: String| {
-        plan(p, format!("{dst}.ih.weight"), ih, gates(None, true));
-        plan(p, format!("{dst}.hh.weight"), hh, gates(None, true));
-        let add = src.has(&bh).then_some(bh);
-        plan(p, format!("{dst}.bias"), bi, gates(add, false));
-    };
-    for k in 0..c.encoder_layers {
-        let dirs: &[(&str, &str)] = if c.bidirectional {
-            &[("fwd", ""), ("bwd", "_reverse")]
-        } else {
-            &[("fwd", "")]
+    let cell =
+        |p: &mut Vec<Planned>, dst: LstmCell, ih: String, hh: String, bi: String, bh: String| {
+            plan(p, dst.ih(), ih, gates(None, true));
+            plan(p, dst.hh(), hh, gates(None, true));
+            let add = src.has(&bh).then_some(bh);
+            plan(p, dst.bias(), bi, gates(add, false));
         };
-        for (dir, sfx) in dirs {
+    for k in 0..c.encoder_layers {
+        let dirs: &[(bool, &str)] = if c.bidirectional {
+            &[(false, ""), (true, "_reverse")]
+        } else {
+            &[(false, "")]
+        };
+        for &(backward, sfx) in dirs {
             let s = |w: &str| format!("encoder.lstm.{w}_l{k}{sfx}");
             cell(
                 &mut p,
-                &format!("encoder.layers.{k}.{dir}"),
+                LstmCell::encoder(k, backward),
                 s("weight_ih"),
                 s("weight_hh"),
                 s("bias_ih"),
@@ -116,7 +110,7 @@ pub(super) fn lstm(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>
         let s = |w: &str| format!("decoder.cells.{k}.{w}");
         cell(
             &mut p,
-            &format!("decoder.layers.{k}"),
+            LstmCell::decoder(k),
             s("weight_ih"),
             s("weight_hh"),
             s("bias_ih"),
@@ -126,21 +120,21 @@ pub(super) fn lstm(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>
     match c.attention {
         Some(crate::format::LstmAttention::General) => plan(
             &mut p,
-            "decoder.attn.in.weight",
+            names::LSTM_ATTN_IN,
             "decoder.attn.linear_in.weight",
             Op::Copy,
         ),
         Some(crate::format::LstmAttention::Additive) => {
-            plan_linear(&mut p, src, "decoder.attn.query", "decoder.attn.query");
+            plan_linear(&mut p, src, names::LSTM_ATTN_QUERY, "decoder.attn.query");
             plan(
                 &mut p,
-                "decoder.attn.key.weight",
+                names::LSTM_ATTN_KEY,
                 "decoder.attn.context.weight",
                 Op::Copy,
             );
             plan(
                 &mut p,
-                "decoder.attn.v.weight",
+                names::LSTM_ATTN_V,
                 "decoder.attn.v.weight",
                 Op::Flatten,
             );
@@ -149,16 +143,16 @@ pub(super) fn lstm(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>
     }
     plan(
         &mut p,
-        "decoder.attn.out.weight",
+        names::LSTM_ATTN_OUT,
         "decoder.attn.linear_out.weight",
         Op::Copy,
     );
     let tied = hf.opt_bool("tie_output")?.unwrap_or(false) || !src.has("generator.weight");
     if !tied {
-        plan(&mut p, "lm_head.weight", "generator.weight", Op::Copy);
+        plan(&mut p, names::LM_HEAD, "generator.weight", Op::Copy);
     }
     if src.has("generator.bias") {
-        plan(&mut p, "lm_head.bias", "generator.bias", Op::Copy);
+        plan(&mut p, names::LM_HEAD_BIAS, "generator.bias", Op::Copy);
     }
     Ok((Arch::LstmSeq2Seq, c, p))
 }

@@ -8,6 +8,7 @@
 //! Try it: `quill inspect model.quill`.
 
 mod config;
+mod header;
 pub mod names;
 mod reader;
 mod summary;

@@ -150,6 +150,45 @@ impl Layer {
     }
 }
 
+// ---- The LSTM encoder-decoder's own names (`docs/lstm.md`); it shares `embed.weight` or
+// `{stack}.embed.weight`, `lm_head.weight` and `lm_head.bias` with the Transformer.
+
+/// One LSTM layer in one direction: `{prefix}.ih.weight` `[4·units, input]`,
+/// `{prefix}.hh.weight` `[4·units, units]`, `{prefix}.bias` `[4·units]` (gates i, f, g, o).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LstmCell(String);
+
+impl LstmCell {
+    /// Encoder layer `i`, reading forwards (`backward` false) or backwards.
+    pub fn encoder(i: usize, backward: bool) -> LstmCell {
+        let dir = if backward { "bwd" } else { "fwd" };
+        LstmCell(format!("{}.layers.{i}.{dir}", ENCODER.0))
+    }
+    /// Decoder layer `i`.
+    pub fn decoder(i: usize) -> LstmCell {
+        LstmCell(format!("{}.layers.{i}", DECODER.0))
+    }
+    pub fn ih(&self) -> String {
+        format!("{}.ih.weight", self.0)
+    }
+    pub fn hh(&self) -> String {
+        format!("{}.hh.weight", self.0)
+    }
+    pub fn bias(&self) -> String {
+        format!("{}.bias", self.0)
+    }
+}
+
+/// General attention's `W` (the query is `W h`), `[H, H]`.
+pub const LSTM_ATTN_IN: &str = "decoder.attn.in.weight";
+/// Additive attention `v · tanh(W_q h + b_q + W_k m)`: the query projection (a prefix, with an
+/// optional bias), the key projection and `v`.
+pub const LSTM_ATTN_QUERY: &str = "decoder.attn.query";
+pub const LSTM_ATTN_KEY: &str = "decoder.attn.key.weight";
+pub const LSTM_ATTN_V: &str = "decoder.attn.v.weight";
+/// `h̃ = tanh(W_out [context; h])`, `[H, 2H]`.
+pub const LSTM_ATTN_OUT: &str = "decoder.attn.out.weight";
+
 /// Whether a tensor is kept in float when a model is quantized: position tables and T5's
 /// relative bias (small, and quantizing them hurts more than it saves).
 pub fn keep_float(name: &str) -> bool {
@@ -179,5 +218,11 @@ mod tests {
         assert_eq!(weight(&ENCODER.final_norm()), "encoder.final_norm.weight");
         assert_eq!(ENCODER.rel_bias(), "encoder.rel_bias.weight");
         assert!(keep_float(&DECODER.pos()) && !keep_float(EMBED));
+        assert_eq!(
+            LstmCell::encoder(1, true).ih(),
+            "encoder.layers.1.bwd.ih.weight"
+        );
+        assert_eq!(LstmCell::decoder(0).bias(), "decoder.layers.0.bias");
+        assert_eq!(weight(LSTM_ATTN_QUERY), "decoder.attn.query.weight");
     }
 }

@@ -8,6 +8,7 @@
 //! encoder outputs per input, all allocated when the session is created.
 
 use crate::error::{Error, Result};
+use crate::format::names::{self, LstmCell};
 use crate::format::{Config, LstmAttention, MatrixRef, QuillFile};
 use crate::kernels::{ActScratch, Kernels, Pool};
 
@@ -60,11 +61,11 @@ fn vector(file: &QuillFile, name: &str, len: usize) -> Result<Vec<f32>> {
     t.to_f32_vec()
 }
 
-fn cell(file: &QuillFile, p: &str, units: usize, inp: usize) -> Result<Cell> {
+fn cell(file: &QuillFile, p: &LstmCell, units: usize, inp: usize) -> Result<Cell> {
     Ok(Cell {
-        ih: matrix(file, &format!("{p}.ih.weight"), 4 * units, inp)?,
-        hh: matrix(file, &format!("{p}.hh.weight"), 4 * units, units)?,
-        bias: vector(file, &format!("{p}.bias"), 4 * units)?,
+        ih: matrix(file, &p.ih(), 4 * units, inp)?,
+        hh: matrix(file, &p.hh(), 4 * units, units)?,
+        bias: vector(file, &p.bias(), 4 * units)?,
         units,
     })
 }
@@ -72,23 +73,22 @@ fn cell(file: &QuillFile, p: &str, units: usize, inp: usize) -> Result<Cell> {
 /// Gathers and checks the weights of an `lstm-seq2seq` model.
 pub(crate) fn load(file: &QuillFile, c: &Config) -> Result<LstmWeights> {
     let (v, e, h) = (c.vocab_size, c.embed_dim(), c.d_model);
-    let embed = |name: &str| -> Result<MatrixRef> {
-        let own = format!("{name}.embed.weight");
+    let embed = |stack: names::Stack| -> Result<MatrixRef> {
+        let own = stack.embed();
         if file.contains(&own) {
             matrix(file, &own, v, e)
         } else {
-            matrix(file, "embed.weight", v, e)
+            matrix(file, names::EMBED, v, e)
         }
     };
-    let (enc_embed, dec_embed) = (embed("encoder")?, embed("decoder")?);
+    let (enc_embed, dec_embed) = (embed(names::ENCODER)?, embed(names::DECODER)?);
     let dir_units = if c.bidirectional { h / 2 } else { h };
     let mut encoder = Vec::with_capacity(c.encoder_layers);
     for l in 0..c.encoder_layers {
         let inp = if l == 0 { e } else { h };
-        let p = format!("encoder.layers.{l}");
-        let fwd = cell(file, &format!("{p}.fwd"), dir_units, inp)?;
+        let fwd = cell(file, &LstmCell::encoder(l, false), dir_units, inp)?;
         let bwd = if c.bidirectional {
-            Some(cell(file, &format!("{p}.bwd"), dir_units, inp)?)
+            Some(cell(file, &LstmCell::encoder(l, true), dir_units, inp)?)
         } else {
             None
         };
@@ -101,24 +101,27 @@ pub(crate) fn load(file: &QuillFile, c: &Config) -> Result<LstmWeights> {
             0 => e,
             _ => h,
         };
-        decoder.push(cell(file, &format!("decoder.layers.{l}"), h, inp)?);
+        decoder.push(cell(file, &LstmCell::decoder(l), h, inp)?);
     }
     let scoring = match c.attention.expect("validated") {
         LstmAttention::Dot => Scoring::Dot,
-        LstmAttention::General => Scoring::General(matrix(file, "decoder.attn.in.weight", h, h)?),
-        LstmAttention::Additive => Scoring::Additive {
-            query: matrix(file, "decoder.attn.query.weight", h, h)?,
-            query_bias: if file.contains("decoder.attn.query.bias") {
-                Some(vector(file, "decoder.attn.query.bias", h)?)
-            } else {
-                None
-            },
-            key: matrix(file, "decoder.attn.key.weight", h, h)?,
-            v: vector(file, "decoder.attn.v.weight", h)?,
-        },
+        LstmAttention::General => Scoring::General(matrix(file, names::LSTM_ATTN_IN, h, h)?),
+        LstmAttention::Additive => {
+            let query_bias = names::bias(names::LSTM_ATTN_QUERY);
+            Scoring::Additive {
+                query: matrix(file, &names::weight(names::LSTM_ATTN_QUERY), h, h)?,
+                query_bias: if file.contains(&query_bias) {
+                    Some(vector(file, &query_bias, h)?)
+                } else {
+                    None
+                },
+                key: matrix(file, names::LSTM_ATTN_KEY, h, h)?,
+                v: vector(file, names::LSTM_ATTN_V, h)?,
+            }
+        }
     };
-    let lm_head = if file.contains("lm_head.weight") {
-        matrix(file, "lm_head.weight", v, h)?
+    let lm_head = if file.contains(names::LM_HEAD) {
+        matrix(file, names::LM_HEAD, v, h)?
     } else if e == h {
         dec_embed
     } else {
@@ -127,8 +130,8 @@ pub(crate) fn load(file: &QuillFile, c: &Config) -> Result<LstmWeights> {
              embed_dim = d_model; here {e} ≠ {h})"
         )));
     };
-    let lm_bias = if file.contains("lm_head.bias") {
-        Some(vector(file, "lm_head.bias", v)?)
+    let lm_bias = if file.contains(names::LM_HEAD_BIAS) {
+        Some(vector(file, names::LM_HEAD_BIAS, v)?)
     } else {
         None
     };
@@ -138,7 +141,7 @@ pub(crate) fn load(file: &QuillFile, c: &Config) -> Result<LstmWeights> {
         encoder,
         decoder,
         scoring,
-        attn_out: matrix(file, "decoder.attn.out.weight", h, 2 * h)?,
+        attn_out: matrix(file, names::LSTM_ATTN_OUT, h, 2 * h)?,
         lm_head,
         lm_bias,
     })

@@ -120,6 +120,28 @@ pub enum Dx<'a> {
     Add(&'a mut [f32]),
 }
 
+/// The gradients of a linear layer inside the flat gradient buffer `g`: the weight `[out, inp]`
+/// at offset `w` and the bias `[out]` at `b` (stored before or after the weight).
+pub fn linear_grads(
+    g: &mut [f32],
+    w: usize,
+    b: Option<usize>,
+    out: usize,
+    inp: usize,
+) -> (&mut [f32], Option<&mut [f32]>) {
+    match b {
+        Some(b) if b > w => {
+            let (lo, hi) = g.split_at_mut(b);
+            (&mut lo[w..w + out * inp], Some(&mut hi[..out]))
+        }
+        Some(b) => {
+            let (lo, hi) = g.split_at_mut(w);
+            (&mut hi[..out * inp], Some(&mut lo[b..b + out]))
+        }
+        None => (&mut g[w..w + out * inp], None),
+    }
+}
+
 /// Backward of [`linear_forward`]: `dx = dy·w` (as `dx` says), `dw += dyᵀ·x`, `db += Σ dy`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(

@@ -1,7 +1,7 @@
 //! The trainable networks behind one interface: a Transformer ([`super::model`]) or an LSTM
 //! encoder-decoder ([`super::lstm`]).
 
-use super::layers::{Ctx, LossSums};
+use super::layers::{self as ly, Ctx, LossSums};
 use super::lstm::{Lstm, LstmActs};
 use super::model::{Acts, Batch, Param, Transformer};
 use crate::format::{Arch, Config};
@@ -98,13 +98,33 @@ impl Net {
         }
     }
 
+    /// The forward pass without dropout: the logits are in `acts`.
     pub fn forward(&self, ctx: Ctx, p: &[f32], batch: &Batch, acts: &mut NetActs) {
+        self.forward_with(ctx, p, batch, acts, None);
+    }
+
+    /// `rng`: dropout (`None`: no dropout).
+    fn forward_with<'a>(
+        &self,
+        ctx: Ctx,
+        p: &[f32],
+        batch: &Batch,
+        acts: &'a mut NetActs,
+        rng: Option<&mut Rng>,
+    ) -> &'a mut Vec<f32> {
         match self {
-            Net::Transformer(t) => t.forward(ctx, p, batch, &mut acts.transformer, None),
-            Net::Lstm(l) => l.forward(ctx, p, batch, &mut acts.lstm, None),
+            Net::Transformer(t) => {
+                t.forward(ctx, p, batch, &mut acts.transformer, rng);
+                &mut acts.transformer.logits
+            }
+            Net::Lstm(l) => {
+                l.forward(ctx, p, batch, &mut acts.lstm, rng);
+                &mut acts.lstm.logits
+            }
         }
     }
 
+    /// The loss of `batch` without gradients.
     pub fn eval_loss(
         &self,
         ctx: Ctx,
@@ -113,12 +133,13 @@ impl Net {
         acts: &mut NetActs,
         smoothing: f32,
     ) -> LossSums {
-        match self {
-            Net::Transformer(t) => t.eval_loss(ctx, p, batch, &mut acts.transformer, smoothing),
-            Net::Lstm(l) => l.eval_loss(ctx, p, batch, &mut acts.lstm, smoothing),
-        }
+        let logits = self.forward_with(ctx, p, batch, acts, None);
+        let v = self.config().vocab_size;
+        ly::cross_entropy(ctx, logits, v, &batch.labels, smoothing, None)
     }
 
+    /// Forward, loss and backward of `batch`: adds `grad_scale · ∂Σloss/∂params` into `g`.
+    /// `rng`: dropout (`None`: no dropout).
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &self,
@@ -131,20 +152,14 @@ impl Net {
         grad_scale: f32,
         rng: Option<&mut Rng>,
     ) -> LossSums {
+        let logits = self.forward_with(ctx, p, batch, acts, rng);
+        let v = self.config().vocab_size;
+        // The logits become their gradients.
+        let sums = ly::cross_entropy(ctx, logits, v, &batch.labels, smoothing, Some(grad_scale));
         match self {
-            Net::Transformer(t) => t.train_step(
-                ctx,
-                p,
-                g,
-                batch,
-                &mut acts.transformer,
-                smoothing,
-                grad_scale,
-                rng,
-            ),
-            Net::Lstm(l) => {
-                l.train_step(ctx, p, g, batch, &mut acts.lstm, smoothing, grad_scale, rng)
-            }
+            Net::Transformer(t) => t.backward(ctx, p, g, batch, &mut acts.transformer),
+            Net::Lstm(l) => l.backward(ctx, p, g, batch, &mut acts.lstm),
         }
+        sums
     }
 }

@@ -1,9 +1,7 @@
 //! `quill-train`: from a corpus to a shipped `.quill` model. Argument parsing, progress, logs
 //! and files; the work is in `quill::train`.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -12,16 +10,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quill::convert::quantize::Target;
 use quill::decode::{BeamOptions, GenerateOptions, Strategy};
 use quill::eval;
-use quill::format::{Activation, Arch, Config, LstmAttention, Norm, Positions, QuillFile};
-use quill::tokenizer::Tokenizer;
-use quill::train::data::{self, Cursor, Holdout, Split, Task};
-use quill::train::lstm::Lstm;
-use quill::train::model::{Batch, Structure, Transformer, parse_activation};
-use quill::train::net::Net;
+use quill::format::{Arch, Norm, Positions};
+use quill::train::data::{self, Holdout, Split, Task};
 use quill::train::optim::{AdamWOptions, Schedule};
-use quill::train::plot::{Chart, Series, write_png};
-use quill::train::run::{Options, State, Trainer, load_model};
-use quill::train::tok;
+use quill::train::run::Options;
+
+mod metrics;
+mod setup;
+use metrics::{Log, evaluate, plot};
 
 /// Train a Transformer translation model (TSV of source<TAB>target) or language model (plain
 /// text), and write `.quill` files the runtime loads unchanged.
@@ -270,109 +266,6 @@ fn options(a: &Args) -> Res<Options> {
     })
 }
 
-/// The config of a new model from the flags (or --config).
-fn new_config(a: &Args, arch: Arch, vocab: usize) -> Res<Config> {
-    if let Some(p) = &a.config {
-        let json = std::fs::read_to_string(p)?;
-        let mut c = Config::from_json(&json, arch)?;
-        c.vocab_size = vocab;
-        return Ok(c);
-    }
-    let seq2seq = arch != Arch::DecoderOnly;
-    let lstm = arch == Arch::LstmSeq2Seq;
-    let activation: Activation = parse_activation(&a.activation)?;
-    let attention = match a.attention.as_str() {
-        "dot" => LstmAttention::Dot,
-        "general" => LstmAttention::General,
-        "additive" => LstmAttention::Additive,
-        x => return Err(format!("--attention {x}: expected dot, general or additive").into()),
-    };
-    let c = Config {
-        vocab_size: vocab,
-        d_model: a.d_model,
-        encoder_layers: if seq2seq { a.encoder_layers } else { 0 },
-        decoder_layers: a.decoder_layers,
-        heads: if lstm { 0 } else { a.heads },
-        kv_heads: a.kv_heads.filter(|_| !lstm),
-        head_dim: None,
-        ffn_dim: if lstm { 0 } else { a.ffn },
-        activation,
-        gated_ffn: a.gated,
-        norm: parse_norm(&a.norm)?,
-        norm_eps: 1e-5,
-        pre_norm: !a.post_norm,
-        positions: if lstm {
-            Positions::None
-        } else {
-            parse_positions(&a.positions)?
-        },
-        max_positions: a.max_positions,
-        position_offset: 0,
-        rope_theta: 10_000.0,
-        rope_interleaved: false,
-        relative_buckets: 0,
-        relative_max_distance: 0,
-        scale_embedding: !lstm,
-        attention_scale: None,
-        logits_scale: 1.0,
-        bidirectional: lstm && a.bidirectional,
-        embed_dim: a.embed_dim.filter(|_| lstm),
-        attention: lstm.then_some(attention),
-        input_feeding: lstm && !a.no_input_feeding,
-        bos_id: Some(tok::BOS),
-        eos_ids: vec![tok::EOS],
-        pad_id: Some(tok::PAD),
-        unk_id: Some(tok::UNK),
-        decoder_start_id: seq2seq.then_some(tok::BOS),
-    };
-    c.validate(arch)?;
-    Ok(c)
-}
-
-/// Texts the tokenizer is trained on: both sides of the first `lines` pairs, or the first
-/// `lines` lines (read as a stream: the corpus may be larger than memory).
-fn tokenizer_texts(
-    path: &Path,
-    seq2seq: bool,
-    lines: usize,
-    holdout: Option<Holdout>,
-) -> Res<Vec<String>> {
-    let mut out = Vec::new();
-    let mut taken = 0;
-    eval::for_each_line(path, |line| {
-        if holdout.is_some_and(|h| h.split(line) != Split::Train) {
-            return true;
-        }
-        if seq2seq {
-            if let Some((s, t)) = eval::parse_pair(line) {
-                out.push(s.to_string());
-                out.push(t.to_string());
-                taken += 1;
-            }
-        } else if !line.trim().is_empty() {
-            out.push(line.to_string());
-            taken += 1;
-        }
-        taken < lines
-    })?;
-    Ok(out)
-}
-
-struct Log {
-    file: File,
-    train: Vec<(f64, f64)>,
-    dev: Vec<(f64, f64)>,
-    bleu: Vec<(f64, f64)>,
-    chrf: Vec<(f64, f64)>,
-}
-
-impl Log {
-    fn write(&mut self, v: serde_json::Value) -> Res<()> {
-        writeln!(self.file, "{v}")?;
-        Ok(())
-    }
-}
-
 fn run(a: Args) -> Res<()> {
     std::fs::create_dir_all(&a.out)?;
     let seq2seq = match a.task.as_str() {
@@ -390,86 +283,7 @@ fn run(a: Args) -> Res<()> {
     let opts = options(&a)?;
     let ckpt = a.out.join("checkpoint.quill");
 
-    let mut trainer = if let Some(r) = &a.resume {
-        eprintln!("resuming from {}", r.display());
-        Trainer::resume(r, Some(&a.train), a.threads)?
-    } else {
-        let (model, params, tokenizer_json, generation) = if let Some(init) = &a.init {
-            let file = QuillFile::read(init)?;
-            let (m, p, t, g) = load_model(&file)?;
-            if m.arch() != arch {
-                return Err(format!(
-                    "--init {}: a {} model, but --task {} --arch {}",
-                    init.display(),
-                    m.arch().as_str(),
-                    a.task,
-                    a.arch
-                )
-                .into());
-            }
-            eprintln!("fine-tuning {} ({} parameters)", init.display(), p.len());
-            (m, p, t, g)
-        } else {
-            let tokenizer_json = match &a.tokenizer_json {
-                Some(p) => std::fs::read_to_string(p)?,
-                None => {
-                    let t0 = Instant::now();
-                    let texts =
-                        tokenizer_texts(&a.train, seq2seq, a.tokenizer_lines, opts.holdout)?;
-                    let kind = tok::Kind::parse(&a.tokenizer)?;
-                    let json = tok::train(kind, a.vocab, seq2seq, texts.into_iter())?;
-                    eprintln!(
-                        "trained a {} tokenizer in {:.1} s",
-                        a.tokenizer,
-                        t0.elapsed().as_secs_f64()
-                    );
-                    json
-                }
-            };
-            std::fs::write(a.out.join("tokenizer.json"), &tokenizer_json)?;
-            let vocab = Tokenizer::from_json(&tokenizer_json)?.vocab_size();
-            let config = new_config(&a, arch, vocab)?;
-            let structure = Structure {
-                bias: !a.no_bias,
-                tied_output: !a.untied,
-                embed_norm: false,
-            };
-            let model: Net = match arch {
-                Arch::LstmSeq2Seq => Lstm::new(&config, !a.untied)?.into(),
-                _ => Transformer::new(arch, &config, structure)?.into(),
-            };
-            let params = model.init(a.seed);
-            // Room for outputs twice the longest training sentence, within the positions.
-            let longest = (a.max_len.max(16) * 2).min(model.max_len().saturating_sub(1));
-            let generation = if seq2seq {
-                serde_json::json!({"num_beams": a.beams, "max_new_tokens": longest})
-            } else {
-                serde_json::json!({"max_new_tokens": 128})
-            };
-            (model, params, tokenizer_json, Some(generation.to_string()))
-        };
-        let task = if seq2seq {
-            Task::Seq2Seq {
-                start: model.config().decoder_start_id.unwrap_or(tok::BOS),
-            }
-        } else {
-            Task::Lm {
-                block: a.max_len.min(model.max_len()),
-            }
-        };
-        let state = State {
-            step: 0,
-            cursor: Cursor::default(),
-            task,
-            train_path: a.train.clone(),
-            options: opts.clone(),
-            tokens: 0,
-            seconds: 0.0,
-        };
-        let mut t = Trainer::new(model, params, tokenizer_json, state, a.threads)?;
-        t.generation = generation;
-        t
-    };
+    let mut trainer = setup::trainer(&a, arch, seq2seq, &opts)?;
     let c = trainer.model.config();
     eprintln!(
         "model: {} d={} heads={} ffn={} layers={}+{} vocab={} params={} threads={}",
@@ -484,87 +298,10 @@ fn run(a: Args) -> Res<()> {
         trainer.threads()
     );
 
-    // Dev and test sets.
-    let holdout = trainer.state.options.holdout;
-    // A split is a file of its own, or the lines of the training file that hash into it.
-    type Source = (PathBuf, Option<(Holdout, Split)>);
-    let split_of = |file: &Option<PathBuf>, s: Split| -> Option<Source> {
-        match (file, holdout) {
-            (Some(p), _) => Some((p.clone(), None)),
-            (None, Some(h)) => Some((trainer.state.train_path.clone(), Some((h, s)))),
-            (None, None) => None,
-        }
-    };
-    let dev_src = split_of(&a.dev, Split::Dev);
-    let test_src = split_of(&a.test, Split::Test);
-    let (dev_pairs, dev_batches) = match (&dev_src, trainer.state.task) {
-        (Some((p, h)), Task::Seq2Seq { start }) => {
-            let pairs = data::read_pairs(p, *h)?;
-            let mut ex = Vec::new();
-            for (s, t) in &pairs {
-                if let Some(e) =
-                    data::encode_pair(&trainer.tokenizer, s, t, trainer.state.options.max_len)?
-                {
-                    ex.push(e);
-                }
-            }
-            let mut rng = quill::rng::Rng::new(0);
-            let batches = data::bucket(&ex, trainer.state.options.budget, start, &mut rng);
-            (pairs, batches)
-        }
-        (Some((p, h)), Task::Lm { block }) => {
-            let mut stream = Vec::new();
-            for line in data::read_lines(p, *h)? {
-                stream.extend(trainer.tokenizer.encode(&line, false)?);
-                stream.push(tok::EOS);
-            }
-            let mut rng = quill::rng::Rng::new(0);
-            let per = (trainer.state.options.budget / block).max(1);
-            (Vec::new(), data::blocks(&stream, block, per, &mut rng))
-        }
-        (None, _) => (Vec::new(), Vec::new()),
-    };
-    if !dev_batches.is_empty() {
-        let n: usize = dev_batches.iter().map(|b| b.b).sum();
-        eprintln!("dev: {n} sequences");
-    }
-
-    let mut log = Log {
-        file: File::options()
-            .create(true)
-            .append(true)
-            .open(a.out.join("metrics.jsonl"))?,
-        train: Vec::new(),
-        dev: Vec::new(),
-        bleu: Vec::new(),
-        chrf: Vec::new(),
-    };
-    // Curves of earlier sessions of this run (resume).
-    if let Ok(text) = std::fs::read_to_string(a.out.join("metrics.jsonl")) {
-        for v in text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        {
-            let step = v["step"].as_f64().unwrap_or(0.0);
-            if step > trainer.state.step as f64 {
-                continue;
-            }
-            match v["kind"].as_str() {
-                Some("train") => log
-                    .train
-                    .push((step, v["loss"].as_f64().unwrap_or(f64::NAN))),
-                Some("dev") => {
-                    log.dev.push((step, v["loss"].as_f64().unwrap_or(f64::NAN)));
-                    if let Some(b) = v["bleu"].as_f64() {
-                        log.bleu.push((step, b));
-                        log.chrf
-                            .push((step, v["chrf"].as_f64().unwrap_or(f64::NAN)));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+    let dev_src = setup::split(&trainer, &a.dev, Split::Dev);
+    let test_src = setup::split(&trainer, &a.test, Split::Test);
+    let dev = setup::dev_set(&trainer, &dev_src, a.eval_sentences)?;
+    let mut log = Log::open(&a.out, trainer.state.step)?;
 
     let bar = if a.quiet {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
@@ -617,14 +354,7 @@ fn run(a: Args) -> Res<()> {
             (win_loss, win_tok, win_nll, win_tokens, win_t) = (0.0, 0, 0.0, 0, Instant::now());
         }
         if a.eval_every > 0 && r.step.is_multiple_of(a.eval_every) {
-            evaluate(
-                &mut trainer,
-                &dev_batches,
-                &dev_pairs,
-                a.eval_sentences,
-                &bar,
-                &mut log,
-            )?;
+            evaluate(&mut trainer, &dev, &bar, &mut log)?;
         }
         if a.save_every > 0 && r.step.is_multiple_of(a.save_every) {
             trainer.save_checkpoint(&ckpt)?;
@@ -639,14 +369,7 @@ fn run(a: Args) -> Res<()> {
         trainer.state.tokens as f64 / trainer.state.seconds.max(1e-9)
     );
     if a.eval_every == 0 || !trainer.state.step.is_multiple_of(a.eval_every) {
-        evaluate(
-            &mut trainer,
-            &dev_batches,
-            &dev_pairs,
-            a.eval_sentences,
-            &bar,
-            &mut log,
-        )?;
+        evaluate(&mut trainer, &dev, &bar, &mut log)?;
     }
 
     // Exports.
@@ -693,92 +416,5 @@ fn run(a: Args) -> Res<()> {
     if a.plot {
         plot(&a.out.join("curves.png"), &log)?;
     }
-    Ok(())
-}
-
-fn evaluate(
-    trainer: &mut Trainer,
-    dev: &[Batch],
-    pairs: &[(String, String)],
-    sentences: usize,
-    bar: &ProgressBar,
-    log: &mut Log,
-) -> Res<()> {
-    if dev.is_empty() {
-        return Ok(());
-    }
-    let l = trainer.loss(dev);
-    let loss = l.loss / l.tokens.max(1) as f64;
-    let ppl = (l.nll / l.tokens.max(1) as f64).exp();
-    let step = trainer.state.step;
-    let mut entry = serde_json::json!({"kind": "dev", "step": step, "loss": loss, "ppl": ppl});
-    let mut line = format!("step {step}: dev loss {loss:.3}, ppl {ppl:.2}");
-    log.dev.push((step as f64, loss));
-    if sentences > 0 && !pairs.is_empty() {
-        let model = trainer.runtime_model()?;
-        let mut o = GenerateOptions::model_defaults(&model)?;
-        o.strategy = Strategy::Greedy;
-        let subset = &pairs[..sentences.min(pairs.len())];
-        let (scores, hyps) = eval::evaluate(&model, subset, &o, 32)?;
-        line += &format!(
-            ", BLEU {:.2}, chrF {:.2} (greedy, {} sentences)",
-            scores.bleu,
-            scores.chrf,
-            subset.len()
-        );
-        entry["bleu"] = scores.bleu.into();
-        entry["chrf"] = scores.chrf.into();
-        log.bleu.push((step as f64, scores.bleu));
-        log.chrf.push((step as f64, scores.chrf));
-        for i in 0..3.min(subset.len()) {
-            line += &format!(
-                "\n  src: {}\n  ref: {}\n  out: {}",
-                subset[i].0, subset[i].1, hyps[i]
-            );
-        }
-    }
-    bar.suspend(|| eprintln!("{line}"));
-    log.write(entry)
-}
-
-fn plot(path: &Path, log: &Log) -> Res<()> {
-    let loss = [
-        Series {
-            label: "train loss",
-            points: &log.train,
-        },
-        Series {
-            label: "dev loss",
-            points: &log.dev,
-        },
-    ];
-    let scores = [
-        Series {
-            label: "dev BLEU",
-            points: &log.bleu,
-        },
-        Series {
-            label: "dev chrF",
-            points: &log.chrf,
-        },
-    ];
-    let mut charts = vec![Chart {
-        title: "Loss (label-smoothed cross-entropy per token)",
-        x_label: "update",
-        y_label: "loss",
-        series: &loss,
-        log_y: false,
-    }];
-    if !log.bleu.is_empty() {
-        charts.push(Chart {
-            title: "Dev translation quality (greedy)",
-            x_label: "update",
-            y_label: "score",
-            series: &scores,
-            log_y: false,
-        });
-    }
-    write_png(path, &charts, 900, 420)?;
-    eprintln!("wrote {}", path.display());
     Ok(())
 }

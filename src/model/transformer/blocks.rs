@@ -228,6 +228,15 @@ fn rotate(cx: &Cx, groups: &[Group], rope: (&[f32], &[f32]), w: &mut Work) {
     }
 }
 
+/// One head's keys or values: rows of `width` floats, `stride` apart, from offset `from`.
+fn head_rows(data: &[f32], from: usize, stride: usize, width: usize) -> Rows<'_> {
+    Rows {
+        data: &data[from..],
+        stride,
+        width,
+    }
+}
+
 impl SelfAttention {
     /// `x += o(attention)` over `rows` rows: with `cache`, causal through the KV cache (each row's
     /// K/V stored at its position, then attending over the positions up to its own); without,
@@ -262,88 +271,62 @@ impl SelfAttention {
         let span_bias = |h: usize, first: usize, n: usize| {
             rel.map(|(tab, span)| &tab[h * 2 * span + span - first..][..n])
         };
-        match cache {
-            Some(cache) => {
-                let (slots, len) = (seqs.slots, seqs.dec_len);
-                let at = |slot: usize, h: usize| (((layer * slots + slot) * kv + h) * len) * hd;
-                for g in seqs.groups {
-                    for h in 0..kv {
-                        let base = at(g.slot, h);
-                        for t in 0..g.len {
-                            let (r, pos) = (g.row0 + t, g.pos0 + t);
-                            let from = r * kvd + h * hd;
-                            cache.k[base + pos * hd..base + (pos + 1) * hd]
-                                .copy_from_slice(&w.k[from..from + hd]);
-                            cache.v[base + pos * hd..base + (pos + 1) * hd]
-                                .copy_from_slice(&w.v[from..from + hd]);
-                        }
-                    }
-                }
-                for g in seqs.groups {
-                    for h in 0..heads {
-                        let base = at(g.slot, h / group_size);
-                        let keys = Rows {
-                            data: &cache.k[base..],
-                            stride: hd,
-                            width: hd,
-                        };
-                        let values = Rows {
-                            data: &cache.v[base..],
-                            stride: hd,
-                            width: hd,
-                        };
-                        for t in 0..g.len {
-                            let (r, pos) = (g.row0 + t, g.pos0 + t);
-                            let (q, scores, out) =
-                                head(&w.q, &mut w.scores, &mut w.att, (r, h, qd, hd));
-                            attend_one(
-                                cx.kern,
-                                q,
-                                keys,
-                                values,
-                                pos + 1,
-                                scale,
-                                span_bias(h, pos, pos + 1),
-                                None,
-                                scores,
-                                out,
-                            );
-                        }
+        // With a cache: each row's K/V stored at its position; the cache is where heads read.
+        let (slots, len) = (seqs.slots, seqs.dec_len);
+        let at = |slot: usize, h: usize| (((layer * slots + slot) * kv + h) * len) * hd;
+        let cache = cache.map(|cache| {
+            for g in seqs.groups {
+                for h in 0..kv {
+                    let base = at(g.slot, h);
+                    for t in 0..g.len {
+                        let (r, pos) = (g.row0 + t, g.pos0 + t);
+                        let from = r * kvd + h * hd;
+                        cache.k[base + pos * hd..base + (pos + 1) * hd]
+                            .copy_from_slice(&w.k[from..from + hd]);
+                        cache.v[base + pos * hd..base + (pos + 1) * hd]
+                            .copy_from_slice(&w.v[from..from + hd]);
                     }
                 }
             }
-            None => {
-                for g in seqs.groups {
-                    for h in 0..heads {
-                        let kh = h / group_size;
-                        let keys = Rows {
-                            data: &w.k[g.row0 * kvd + kh * hd..],
-                            stride: kvd,
-                            width: hd,
-                        };
-                        let values = Rows {
-                            data: &w.v[g.row0 * kvd + kh * hd..],
-                            stride: kvd,
-                            width: hd,
-                        };
-                        for t in 0..g.len {
-                            let r = g.row0 + t;
-                            let (q, scores, out) =
-                                head(&w.q, &mut w.scores, &mut w.att, (r, h, qd, hd));
-                            attend_one(
-                                cx.kern,
-                                q,
-                                keys,
-                                values,
-                                g.len,
-                                scale,
-                                span_bias(h, t, g.len),
-                                None,
-                                scores,
-                                out,
-                            );
-                        }
+            (&*cache.k, &*cache.v)
+        });
+        for g in seqs.groups {
+            for h in 0..heads {
+                let kh = h / group_size;
+                let (keys, values) = match cache {
+                    Some((k, v)) => {
+                        let base = at(g.slot, kh);
+                        (head_rows(k, base, hd, hd), head_rows(v, base, hd, hd))
                     }
+                    None => {
+                        let from = g.row0 * kvd + kh * hd;
+                        (
+                            head_rows(&w.k, from, kvd, hd),
+                            head_rows(&w.v, from, kvd, hd),
+                        )
+                    }
+                };
+                for t in 0..g.len {
+                    // Causal through the cache: the positions up to the row's own; without a
+                    // cache, the whole sequence.
+                    let (first, n) = match cache {
+                        Some(_) => (g.pos0 + t, g.pos0 + t + 1),
+                        None => (t, g.len),
+                    };
+                    let (q, scores, out) =
+                        head(&w.q, &mut w.scores, &mut w.att, (g.row0 + t, h, qd, hd));
+                    attend_one(
+                        cx.kern,
+                        q,
+                        keys,
+                        values,
+                        n,
+                        scale,
+                        span_bias(h, first, n),
+                        None,
+                        scores,
+                        out,
+                    );
                 }
             }
         }
@@ -388,16 +371,10 @@ impl CrossAttention {
             }
             for h in 0..heads {
                 let base = (((layer * max_batch + input) * kv + h / group_size) * src) * hd;
-                let keys = Rows {
-                    data: &cache_k[base..],
-                    stride: hd,
-                    width: hd,
-                };
-                let values = Rows {
-                    data: &cache_v[base..],
-                    stride: hd,
-                    width: hd,
-                };
+                let (keys, values) = (
+                    head_rows(cache_k, base, hd, hd),
+                    head_rows(cache_v, base, hd, hd),
+                );
                 for t in 0..g.len {
                     let r = g.row0 + t;
                     let (q, scores, out) = head(&w.q, &mut w.scores, &mut w.att, (r, h, qd, hd));

@@ -119,7 +119,8 @@ typedef struct {
   uint64_t copied_bytes;
   // The longest sequence the model's positions cover (a decoder-only model's prompt and reply
   // together; a seq2seq model's source, and its output after the decoder start id); 0 when
-  // positions set no limit (LSTM, T5's relative positions).
+  // positions set no limit (LSTM, T5's relative positions, rotary positions without a sliding
+  // window: like `transformers`, quill runs those past `max_position_embeddings`).
   uint32_t max_positions;
   // Start-of-sequence id, or `QUILL_NO_ID`.
   uint32_t bos_id;
@@ -360,7 +361,9 @@ quill_status quill_session_start(quill_session *session,
 quill_status quill_session_step(quill_session *session, const uint32_t *tokens, size_t n);
 
 // Low level: the latest logits, `*rows` × `*vocab` floats at `*logits`, valid until the next
-// call on the session. The session's thread only.
+// call on the session. When there are none yet (before `quill_session_start`, before a seq2seq
+// decoder's first step, after `quill_session_reset`) it returns `QUILL_OK` with `*rows` 0. The
+// session's thread only.
 //
 // # Safety
 // `session` live; the out pointers writable.
@@ -477,8 +480,11 @@ quill_status quill_generate_ids(quill_session *session,
 // turns) to the conversation kept in `session` and generates the reply, prefilling only the new
 // tokens after the cache of earlier turns. Greedy or sampling (`params->beams` must be 1;
 // `params` NULL: the model's defaults with one beam); `callback` streams the reply. `*out` gets
-// a result with one input and one hypothesis (the reply). `quill_session_reset` starts a new
-// conversation. The session's thread only.
+// a result with one input and one hypothesis (the reply). The conversation lives in one
+// sequence of the session, `max_input_len + max_new_tokens` tokens in all: a reply that reaches
+// the end stops there (not flagged `stopped`), and a turn that does not fit any more is
+// `QUILL_ERR_INVALID_ARGUMENT`; `quill_session_reset` starts a new conversation. The session's
+// thread only.
 //
 // # Safety
 // `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.
@@ -508,7 +514,9 @@ size_t quill_result_hypotheses(const quill_result *result, size_t input);
 int32_t quill_result_stopped(const quill_result *result);
 
 // The ids of hypothesis `h` of input `input`: `*ids` points into the result (valid until it is
-// freed), `*n` is their count.
+// freed), `*n` is their count. They are the generated ids, ending with the end-of-sequence id
+// when one ended the hypothesis (`quill_result_text` leaves special ids out); neither the
+// decoder start id nor a decoder-only model's prompt is included.
 //
 // # Safety
 // `result` live; `ids` and `n` writable.

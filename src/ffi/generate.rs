@@ -388,8 +388,11 @@ pub unsafe extern "C" fn quill_generate_ids(
 /// turns) to the conversation kept in `session` and generates the reply, prefilling only the new
 /// tokens after the cache of earlier turns. Greedy or sampling (`params->beams` must be 1;
 /// `params` NULL: the model's defaults with one beam); `callback` streams the reply. `*out` gets
-/// a result with one input and one hypothesis (the reply). `quill_session_reset` starts a new
-/// conversation. The session's thread only.
+/// a result with one input and one hypothesis (the reply). The conversation lives in one
+/// sequence of the session, `max_input_len + max_new_tokens` tokens in all: a reply that reaches
+/// the end stops there (not flagged `stopped`), and a turn that does not fit any more is
+/// `QUILL_ERR_INVALID_ARGUMENT`; `quill_session_reset` starts a new conversation. The session's
+/// thread only.
 ///
 /// # Safety
 /// `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.

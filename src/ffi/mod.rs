@@ -349,6 +349,32 @@ pub(crate) fn put<T>(out: *mut T, v: T, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Copies `v` into the caller's buffer `buf` of `capacity` ids and its length into `*n` (named
+/// `buf_name` and `n_name` in errors). The length is written also when the buffer is too small
+/// (`QUILL_ERR_BUFFER_TOO_SMALL`: the size to ask for); a NULL buffer with a nonzero capacity,
+/// or a NULL `n`, is an invalid argument and nothing is written.
+pub(crate) fn fill_ids(
+    v: &[u32],
+    buf: *mut u32,
+    capacity: usize,
+    n: *mut usize,
+    (buf_name, n_name): (&str, &str),
+) -> Result<(), Error> {
+    if buf.is_null() && capacity > 0 {
+        return Err(arg(buf_name));
+    }
+    put(n, v.len(), n_name)?;
+    if v.len() > capacity {
+        return Err(Error::BufferTooSmall(v.len()));
+    }
+    // SAFETY: `buf` is writable for `capacity >= v.len()` ids (contract), and non-NULL when
+    // `v` is not empty (NULL only with capacity 0).
+    if !v.is_empty() {
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
+    }
+    Ok(())
+}
+
 /// A C string of `s` for the caller to read (NULs, which C cannot hold, removed).
 pub(crate) fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "")).expect("NULs removed")

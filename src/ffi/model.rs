@@ -2,7 +2,9 @@
 
 use std::ffi::c_char;
 
-use super::{Versioned, arg, c_text, free_boxed, guard, put, read_versioned, write_sized};
+use super::{
+    Versioned, arg, c_text, fill_ids, free_boxed, guard, put, read_versioned, write_sized,
+};
 use super::{quill_status, write_versioned};
 use crate::error::Error;
 
@@ -60,7 +62,8 @@ pub struct quill_model_info {
     pub copied_bytes: u64,
     /// The longest sequence the model's positions cover (a decoder-only model's prompt and reply
     /// together; a seq2seq model's source, and its output after the decoder start id); 0 when
-    /// positions set no limit (LSTM, T5's relative positions).
+    /// positions set no limit (LSTM, T5's relative positions, rotary positions without a sliding
+    /// window: like `transformers`, quill runs those past `max_position_embeddings`).
     pub max_positions: u32,
     /// Start-of-sequence id, or `QUILL_NO_ID`.
     pub bos_id: u32,
@@ -282,14 +285,7 @@ pub unsafe extern "C" fn quill_model_eos_ids(
 ) -> quill_status {
     guard(|| {
         let m = model_ref(model)?;
-        let eos = &m.config().eos_ids;
-        put(n, eos.len(), "n")?;
-        if eos.len() > capacity || (ids.is_null() && !eos.is_empty()) {
-            return Err(Error::BufferTooSmall(eos.len()));
-        }
-        // SAFETY: `ids` is writable for `capacity >= eos.len()` ids (contract).
-        unsafe { std::ptr::copy_nonoverlapping(eos.as_ptr(), ids, eos.len()) };
-        Ok(())
+        fill_ids(&m.config().eos_ids, ids, capacity, n, ("ids", "n"))
     })
 }
 

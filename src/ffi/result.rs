@@ -78,7 +78,9 @@ unsafe fn hyp<'a>(
 }
 
 /// The ids of hypothesis `h` of input `input`: `*ids` points into the result (valid until it is
-/// freed), `*n` is their count.
+/// freed), `*n` is their count. They are the generated ids, ending with the end-of-sequence id
+/// when one ended the hypothesis (`quill_result_text` leaves special ids out); neither the
+/// decoder start id nor a decoder-only model's prompt is included.
 ///
 /// # Safety
 /// `result` live; `ids` and `n` writable.

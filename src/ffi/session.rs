@@ -322,7 +322,9 @@ pub unsafe extern "C" fn quill_session_step(
 }
 
 /// Low level: the latest logits, `*rows` × `*vocab` floats at `*logits`, valid until the next
-/// call on the session. The session's thread only.
+/// call on the session. When there are none yet (before `quill_session_start`, before a seq2seq
+/// decoder's first step, after `quill_session_reset`) it returns `QUILL_OK` with `*rows` 0. The
+/// session's thread only.
 ///
 /// # Safety
 /// `session` live; the out pointers writable.

@@ -4,23 +4,12 @@ use std::ffi::c_char;
 
 use super::model::{model_ref, quill_model};
 use super::quill_status;
-use super::{QUILL_MAX_TEXT_BYTES, arg, c_text, guard, put};
+use super::{QUILL_MAX_TEXT_BYTES, arg, c_text, fill_ids, guard, put};
 use crate::decode::text;
 use crate::error::Error;
 
 /// Most ids `quill_detokenize` reads in one call (the longest sequence a session can hold).
 pub const QUILL_MAX_IDS: usize = 1 << 20;
-
-/// Copies `v` into the caller's buffer of `capacity` elements, or reports the size needed.
-fn fill(v: &[u32], ids: *mut u32, capacity: usize, n_ids: *mut usize) -> Result<(), Error> {
-    put(n_ids, v.len(), "n_ids")?;
-    if v.len() > capacity || (ids.is_null() && !v.is_empty()) {
-        return Err(Error::BufferTooSmall(v.len()));
-    }
-    // SAFETY: `ids` is writable for `capacity >= v.len()` ids (contract).
-    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), ids, v.len()) };
-    Ok(())
-}
 
 /// Text → token ids with the model's tokenizer (the source one when the model has two;
 /// `add_special` applies its post-processor). Writes up to `capacity` ids to `ids` and the count
@@ -60,7 +49,8 @@ unsafe fn tokenize_with(
     if n_ids.is_null() {
         return Err(arg("n_ids"));
     }
-    fill(&encode(m, text, add_special != 0)?, ids, capacity, n_ids)
+    let v = encode(m, text, add_special != 0)?;
+    fill_ids(&v, ids, capacity, n_ids, ("ids", "n_ids"))
 }
 
 /// As `quill_tokenize`, with the target tokenizer: the vocabulary the decoder reads and writes
@@ -123,6 +113,9 @@ pub unsafe extern "C" fn quill_detokenize(
         if len.is_null() {
             return Err(arg("len"));
         }
+        if buf.is_null() && capacity > 0 {
+            return Err(arg("buf"));
+        }
         let ids = if n == 0 {
             &[][..]
         } else {
@@ -130,7 +123,7 @@ pub unsafe extern "C" fn quill_detokenize(
         };
         let text = text::decode(m, ids, skip_special != 0)?;
         put(len, text.len(), "len")?;
-        if text.len() + 1 > capacity || buf.is_null() {
+        if text.len() + 1 > capacity {
             return Err(Error::BufferTooSmall(text.len() + 1));
         }
         // SAFETY: `buf` is writable for `capacity > text.len()` bytes (contract).

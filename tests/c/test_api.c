@@ -163,6 +163,15 @@ int main(int argc, char **argv) {
   CHECK(quill_detokenize(model, ids, n_ids, 1, back, 4, &back_len) == QUILL_ERR_BUFFER_TOO_SMALL, "small text buffer");
   OK(quill_detokenize(model, ids, n_ids, 1, back, sizeof back, &back_len));
   CHECK(back_len == strlen(back), "length without NUL");
+  /* A NULL buffer with a nonzero capacity is an invalid argument, and nothing is written. */
+  size_t untouched = 12345;
+  CHECK(quill_tokenize(model, text, 1, NULL, 8, &untouched) == QUILL_ERR_INVALID_ARGUMENT && untouched == 12345,
+        "NULL ids with capacity");
+  CHECK(quill_model_eos_ids(model, NULL, 8, &untouched) == QUILL_ERR_INVALID_ARGUMENT && untouched == 12345,
+        "NULL eos buffer with capacity");
+  CHECK(quill_detokenize(model, ids, n_ids, 1, NULL, 8, &untouched) == QUILL_ERR_INVALID_ARGUMENT && untouched == 12345,
+        "NULL text buffer with capacity");
+  CHECK(strstr(quill_last_error(), "buf") != NULL, "the message names the buffer: %s", quill_last_error());
 
   /* Greedy from ids: the transformers golden. */
   quill_session_params sp;

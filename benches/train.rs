@@ -72,6 +72,8 @@ fn main() {
         kv_heads: None,
         head_dim: None,
         ffn_dim: ffn,
+        decoder_heads: None,
+        decoder_ffn_dim: None,
         activation: Activation::Relu,
         gated_ffn: false,
         norm: Norm::LayerNorm,

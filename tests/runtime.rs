@@ -178,6 +178,19 @@ fn bart_matches_transformers() {
     check_parity("bart");
 }
 
+/// Encoder and decoder of different shapes: more decoder layers, fewer heads (wider heads, so
+/// another attention scale) and a narrower feed-forward (a distilled student's shape).
+#[test]
+fn bart_asymmetric_stacks_match_transformers() {
+    check_parity("bart-asym");
+}
+
+/// T5 v1.1 with `d_kv · num_heads` ≠ `d_model` and more decoder than encoder layers.
+#[test]
+fn t5_narrow_heads_and_deeper_decoder_match_transformers() {
+    check_parity("t5-asym");
+}
+
 #[test]
 fn mbart_matches_transformers() {
     check_parity("mbart");

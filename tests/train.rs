@@ -29,6 +29,8 @@ fn config(arch: Arch, pre_norm: bool, positions: Positions, norm: Norm, gated: b
         kv_heads: if gated { Some(2) } else { None },
         head_dim: None,
         ffn_dim: 48,
+        decoder_heads: None,
+        decoder_ffn_dim: None,
         activation: if gated {
             Activation::Silu
         } else {
@@ -107,7 +109,12 @@ fn check_parity(arch: Arch, pre_norm: bool, positions: Positions, norm: Norm, ga
         tied_output: !gated,
         embed_norm: !pre_norm,
     };
-    let m = Transformer::new(arch, &cfg, s).unwrap();
+    check_config_parity(arch, &cfg, s);
+}
+
+fn check_config_parity(arch: Arch, cfg: &Config, s: Structure) {
+    let pre_norm = cfg.pre_norm;
+    let m = Transformer::new(arch, cfg, s).unwrap();
     let p = params(&m);
     let model = to_runtime(&m, &p);
     let pool = Pool::single();
@@ -240,6 +247,25 @@ fn runtime_matches_trainer_seq2seq_pre_norm() {
         Norm::LayerNorm,
         false,
     );
+}
+
+/// A decoder with its own heads and feed-forward width, as converted BART students have.
+#[test]
+fn runtime_matches_trainer_with_a_decoder_of_its_own_shape() {
+    let mut cfg = config(
+        Arch::Seq2Seq,
+        true,
+        Positions::Sinusoidal,
+        Norm::LayerNorm,
+        false,
+    );
+    (cfg.decoder_heads, cfg.decoder_ffn_dim) = (Some(cfg.heads / 2), Some(cfg.ffn_dim / 2 + 4));
+    let s = Structure {
+        bias: true,
+        tied_output: true,
+        embed_norm: false,
+    };
+    check_config_parity(Arch::Seq2Seq, &cfg, s);
 }
 
 #[test]

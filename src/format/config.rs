@@ -137,6 +137,14 @@ pub struct Config {
     /// Inner width of the feed-forward block (Transformer).
     #[serde(default)]
     pub ffn_dim: usize,
+    /// Seq2seq: the decoder's attention heads (self and cross) where they differ from the
+    /// encoder's `heads` (`decoder_attention_heads` of the BART family); absent: `heads`. Its
+    /// head width is `head_dim`, else `d_model / decoder_heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_heads: Option<usize>,
+    /// Seq2seq: the decoder's feed-forward width where it differs from `ffn_dim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_ffn_dim: Option<usize>,
     #[serde(default = "default_activation")]
     pub activation: Activation,
     /// Gated feed-forward (SwiGLU, GEGLU): `act(x W_gate) * (x W_up)`.
@@ -257,6 +265,62 @@ impl Config {
             .unwrap_or(self.d_model.checked_div(self.heads).unwrap_or(0))
     }
 
+    /// The shape the decoder's layers run with: this config with `heads` and `ffn_dim` replaced
+    /// by the decoder's own where they differ. The config itself is the encoder's shape (and
+    /// the decoder's when nothing differs).
+    pub fn for_decoder(&self) -> Config {
+        let mut c = self.clone();
+        c.heads = self.decoder_heads.unwrap_or(self.heads);
+        c.ffn_dim = self.decoder_ffn_dim.unwrap_or(self.ffn_dim);
+        (c.decoder_heads, c.decoder_ffn_dim) = (None, None);
+        c
+    }
+
+    /// The decoder's own heads and feed-forward width: seq2seq only, each a valid shape.
+    fn validate_decoder_shape(&self, arch: Arch) -> Result<()> {
+        let dec = self.for_decoder();
+        for (field, v) in [
+            ("decoder_heads", self.decoder_heads),
+            ("decoder_ffn_dim", self.decoder_ffn_dim),
+        ] {
+            match v {
+                Some(_) if arch != Arch::Seq2Seq => {
+                    return Err(Error::bad_config(
+                        field,
+                        "applies to the decoder of a seq2seq Transformer only",
+                    ));
+                }
+                Some(0) => return Err(Error::bad_config(field, "must be at least 1")),
+                _ => {}
+            }
+        }
+        if self.decoder_heads.is_some() {
+            if self.kv_heads.is_some() {
+                return Err(Error::bad_config(
+                    "decoder_heads",
+                    "cannot differ from heads when kv_heads is set (grouped-query attention \
+                     with a different head count per stack is not supported)",
+                ));
+            }
+            if self.head_dim.is_none() && !self.d_model.is_multiple_of(dec.heads) {
+                return Err(Error::bad_config(
+                    "decoder_heads",
+                    format!(
+                        "{} does not divide d_model = {} (give head_dim explicitly)",
+                        dec.heads, self.d_model
+                    ),
+                ));
+            }
+            if self.positions == Positions::Rotary && !dec.head_dim().is_multiple_of(2) {
+                return Err(Error::bad_config(
+                    "decoder_heads",
+                    "rotary positions need an even head width in the decoder",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the configuration for `arch` on its own (the weights are checked against it when
     /// the model is built). The error names the first offending field.
     pub fn validate(&self, arch: Arch) -> Result<()> {
@@ -287,6 +351,7 @@ impl Config {
                 }
             }
         }
+        self.validate_decoder_shape(arch)?;
         if arch == Arch::LstmSeq2Seq {
             if self.attention.is_none() {
                 return Err(Error::bad_config(
@@ -505,6 +570,61 @@ mod tests {
                 Arch::Seq2Seq
             ),
             "quill.config"
+        );
+    }
+
+    #[test]
+    fn the_decoder_may_have_its_own_heads_and_feed_forward() {
+        let base = marian_like();
+        let asym = base.replace(
+            "\"heads\":4",
+            "\"heads\":4,\"decoder_heads\":2,\"decoder_ffn_dim\":80",
+        );
+        let c = Config::from_json(&asym, Arch::Seq2Seq).unwrap();
+        let dec = c.for_decoder();
+        assert_eq!((c.heads, c.head_dim(), c.ffn_dim), (4, 16, 128));
+        assert_eq!((dec.heads, dec.head_dim(), dec.ffn_dim), (2, 32, 80));
+        assert_eq!(dec.attention_scale(), 1.0 / 32f32.sqrt());
+        assert_eq!(Config::from_json(&c.to_json(), Arch::Seq2Seq).unwrap(), c);
+        // A config without them writes neither field (files stay as they were).
+        assert!(
+            !Config::from_json(base, Arch::Seq2Seq)
+                .unwrap()
+                .to_json()
+                .contains("decoder_heads")
+        );
+        let bad = |from: &str, to: &str, arch| field_of(&base.replace(from, to), arch);
+        assert_eq!(
+            bad(
+                "\"heads\":4",
+                "\"heads\":4,\"decoder_heads\":5",
+                Arch::Seq2Seq
+            ),
+            "decoder_heads"
+        );
+        assert_eq!(
+            bad(
+                "\"heads\":4",
+                "\"heads\":4,\"decoder_ffn_dim\":0",
+                Arch::Seq2Seq
+            ),
+            "decoder_ffn_dim"
+        );
+        assert_eq!(
+            bad(
+                "\"heads\":4",
+                "\"heads\":4,\"kv_heads\":2,\"decoder_heads\":2",
+                Arch::Seq2Seq
+            ),
+            "decoder_heads"
+        );
+        let decoder_only = base.replace("\"encoder_layers\":2,", "\"encoder_layers\":0,");
+        assert_eq!(
+            field_of(
+                &decoder_only.replace("\"heads\":4", "\"heads\":4,\"decoder_heads\":2"),
+                Arch::DecoderOnly
+            ),
+            "decoder_heads"
         );
     }
 }

@@ -354,6 +354,8 @@ fn tiny(
         kv_heads,
         head_dim: None,
         ffn_dim: 12,
+        decoder_heads: None,
+        decoder_ffn_dim: None,
         activation: if gated {
             Activation::Silu
         } else {
@@ -473,6 +475,32 @@ fn seq2seq_post_norm_learned_positions_gradients() {
     check_model(&m, &b);
 }
 
+/// The decoder with its own heads (one, so a wider head and another attention scale) and
+/// feed-forward width.
+#[test]
+fn seq2seq_decoder_with_its_own_heads_and_ffn_gradients() {
+    let (m, b) = tiny(
+        Arch::Seq2Seq,
+        true,
+        Positions::Sinusoidal,
+        Norm::LayerNorm,
+        false,
+        None,
+    );
+    let mut cfg = m.config.clone();
+    (cfg.decoder_heads, cfg.decoder_ffn_dim) = (Some(1), Some(6));
+    let structure = Structure {
+        bias: true,
+        tied_output: true,
+        embed_norm: false,
+    };
+    let m = Transformer::new(Arch::Seq2Seq, &cfg, structure).unwrap();
+    let shape = |n: &str| m.params.iter().find(|p| p.name == n).unwrap().shape.clone();
+    assert_eq!(shape("decoder.layers.0.ffn.up.weight"), [6, 8]);
+    assert_eq!(shape("encoder.layers.0.ffn.up.weight"), [12, 8]);
+    check_model(&m, &b);
+}
+
 #[test]
 fn decoder_only_rotary_rmsnorm_swiglu_gqa_gradients() {
     let (m, b) = tiny(
@@ -531,6 +559,8 @@ fn tiny_lstm(
         decoder_layers: layers,
         heads: 0,
         ffn_dim: 0,
+        decoder_heads: None,
+        decoder_ffn_dim: None,
         positions: Positions::None,
         bidirectional,
         embed_dim: if tied { None } else { Some(5) },

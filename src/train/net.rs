@@ -9,19 +9,19 @@ use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub enum Net {
-    Transformer(Transformer),
-    Lstm(Lstm),
+    Transformer(Box<Transformer>),
+    Lstm(Box<Lstm>),
 }
 
 impl From<Transformer> for Net {
     fn from(t: Transformer) -> Net {
-        Net::Transformer(t)
+        Net::Transformer(Box::new(t))
     }
 }
 
 impl From<Lstm> for Net {
     fn from(l: Lstm) -> Net {
-        Net::Lstm(l)
+        Net::Lstm(Box::new(l))
     }
 }
 

@@ -10,9 +10,13 @@ Usage: python ref_tiny_models.py [OUT_DIR] [NAME ...]   (default ~/quill-ref/mod
 quill's copy of ../shared/tools/ref_tiny_models.py (which made tests/fixtures/hf/{marian,bart,t5,
 t5-gated,gpt2,llama}), extended with Qwen2 (q/k/v biases, tied embeddings), mBART (pre-norm,
 final encoder/decoder norms, learned positions with offset 2), Mistral (GQA, sliding window
-larger than the test sequences) and Phi-3 (fused qkv and gate_up projections, GQA). Made with the
+larger than the test sequences), Phi-3 (fused qkv and gate_up projections, GQA), and two
+asymmetric encoder-decoders: bart-asym (the decoder has more layers, fewer heads and a narrower
+feed-forward than the encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers,
+gated-gelu). Made with the
 venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym
 """
 import json
 import os
@@ -170,6 +174,7 @@ def main():
         original()
     extra()
     phi3()
+    asymmetric()
 
 
 def extra():
@@ -287,6 +292,56 @@ def phi3():
         toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V)
         finish(m, "phi3", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
                [1] + src_ids(None, n=11), decoder_only=True)
+
+
+def asymmetric():
+    if wanted("bart-asym"):
+        # ---- BART whose stacks differ: encoder 2 layers x 4 heads x ffn 128, decoder 3 layers x
+        # 2 heads (head width 32) x ffn 80 (a distilled student's shape).
+        torch.manual_seed(SEED)
+        cfg = BartConfig(
+            vocab_size=V, d_model=64, encoder_layers=2, decoder_layers=3,
+            encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=128,
+            decoder_ffn_dim=80, max_position_embeddings=256, bos_token_id=0, pad_token_id=1,
+            eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=None,
+            forced_eos_token_id=None, init_std=0.1,
+        )
+        m = BartForConditionalGeneration(cfg)
+        with torch.no_grad():
+            m.model.shared.weight.normal_(0, 0.02)
+            m.model.shared.weight[1].zero_()
+            ln = m.model.decoder.layers[-1].final_layer_norm
+            ln.weight.mul_(4)
+            ln.bias.mul_(4)
+        m.generation_config = GenerationConfig(
+            decoder_start_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+        )
+        toks = make_vocab({0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>"}, V)
+        finish(m, "bart-asym", toks,
+               dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
+               [0] + src_ids(2, n=11))
+    if wanted("t5-asym"):
+        # ---- T5 v1.1 shape with d_kv * num_heads = 32 != d_model = 64, 2 encoder and 3 decoder
+        # layers, gated-gelu, untied output (config patched as for t5-gated). Generated without
+        # the KV cache: transformers 5.24 sizes T5's cache by num_layers, so a decoder with more
+        # layers than the encoder fails in generate() with it (IndexError in cache_utils).
+        torch.manual_seed(SEED + 1)
+        cfg = T5Config(
+            vocab_size=V, d_model=64, d_kv=8, d_ff=96, num_layers=2, num_decoder_layers=3,
+            num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
+            eos_token_id=1, decoder_start_token_id=0,
+        )
+        m = T5ForConditionalGeneration(cfg)
+        with torch.no_grad():
+            m.shared.weight.normal_(0, 0.1)
+            m.decoder.final_layer_norm.weight.mul_(4)
+        m.lm_head.weight = torch.nn.Parameter(torch.randn(V, 64) * 0.1)
+        m.all_tied_weights_keys.pop("lm_head.weight", None)
+        m.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+        toks = make_vocab({0: "<pad>", 1: "</s>", 2: "<unk>"}, V)
+        finish(m, "t5-asym", toks, dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
+               src_ids(1), {"use_cache": False}, config_patch={"tie_word_embeddings": False, "scale_decoder_outputs": None})
 
 
 def original():

@@ -189,6 +189,8 @@ fn new_config(a: &Args, arch: Arch, vocab: usize) -> Res<Config> {
         kv_heads: a.kv_heads.filter(|_| !lstm),
         head_dim: None,
         ffn_dim: if lstm { 0 } else { a.ffn },
+        decoder_heads: None,
+        decoder_ffn_dim: None,
         activation,
         gated_ffn: a.gated,
         norm: parse_norm(&a.norm)?,

@@ -28,8 +28,28 @@ pub(super) fn bart_family(
     let mut c = base_config(vocab, d);
     c.encoder_layers = hf.usize("encoder_layers")?;
     c.decoder_layers = hf.usize("decoder_layers")?;
-    c.heads = hf.same("encoder_attention_heads", "decoder_attention_heads")?;
-    c.ffn_dim = hf.same("encoder_ffn_dim", "decoder_ffn_dim")?;
+    // The decoder's heads and feed-forward width may differ from the encoder's (distilled
+    // students, asymmetric stacks).
+    c.heads = hf.usize("encoder_attention_heads")?;
+    c.ffn_dim = hf.usize("encoder_ffn_dim")?;
+    c.decoder_heads = hf
+        .opt_usize("decoder_attention_heads")?
+        .filter(|&h| h != c.heads);
+    c.decoder_ffn_dim = hf.opt_usize("decoder_ffn_dim")?.filter(|&f| f != c.ffn_dim);
+    for (field, heads) in [
+        ("encoder_attention_heads", c.heads),
+        (
+            "decoder_attention_heads",
+            c.decoder_heads.unwrap_or(c.heads),
+        ),
+    ] {
+        if heads == 0 || !d.is_multiple_of(heads) {
+            return Err(Error::bad_config(
+                field,
+                format!("{heads} heads do not divide d_model = {d}"),
+            ));
+        }
+    }
     c.activation = activation(
         "activation_function",
         hf.str("activation_function").unwrap_or("gelu"),

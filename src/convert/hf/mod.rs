@@ -202,17 +202,6 @@ impl Hf<'_> {
                 .ok_or_else(|| Error::bad_config(k, format!("bad id {v}"))),
         }
     }
-    /// Two fields that quill requires to be equal (e.g. encoder and decoder head counts).
-    pub(crate) fn same(&self, a: &str, b: &str) -> Result<usize> {
-        let (x, y) = (self.usize(a)?, self.opt_usize(b)?);
-        match y {
-            Some(y) if y != x => Err(Error::bad_config(
-                b,
-                format!("{y} differs from {a} = {x}; quill needs them equal"),
-            )),
-            _ => Ok(x),
-        }
-    }
 }
 
 pub(crate) fn activation(field: &str, name: &str) -> Result<Activation> {
@@ -240,6 +229,8 @@ pub(crate) fn base_config(vocab: usize, d: usize) -> Config {
         kv_heads: None,
         head_dim: None,
         ffn_dim: 0,
+        decoder_heads: None,
+        decoder_ffn_dim: None,
         activation: Activation::Gelu,
         gated_ffn: false,
         norm: Norm::LayerNorm,

@@ -20,7 +20,7 @@ pub(crate) mod weights;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{Arch, Positions};
+use crate::format::{Arch, Config, Positions};
 use crate::kernels::ActScratch;
 
 use super::positions::{rel_table, rope_tables};
@@ -61,8 +61,10 @@ impl Sizes {
         let m = &*model.inner;
         let c = &m.config;
         let slots = limits.max_batch * limits.beams;
-        let (d, hd, kvd) = (c.d_model, c.head_dim(), c.kv_heads() * c.head_dim());
-        let qd = c.heads * hd;
+        let w = Widths::of(c);
+        let (d, hd) = (c.d_model, c.head_dim());
+        // The caches are the decoder's.
+        let kvd = w.dec_kvd;
         let cross = m.arch == Arch::Seq2Seq;
         let enc_rows = limits.max_batch * limits.max_input_len;
         let longest = dec_len.max(limits.max_input_len);
@@ -85,19 +87,18 @@ impl Sizes {
             } else {
                 0
             },
-            rel: if relative { c.heads * 2 * span } else { 0 },
+            rel: if relative { w.heads * 2 * span } else { 0 },
             span,
             align: slots * limits.max_input_len,
-            act_bytes: enc_rows.max(slots) * d.max(qd).max(c.ffn_dim).max(4 * d),
+            act_bytes: enc_rows.max(slots) * w.widest(d),
         }
     }
 
     /// Floats per stacked row of the activations (`Work`).
     fn per_row(model: &Model) -> usize {
         let c = &model.inner.config;
-        let (hd, kv) = (c.head_dim(), c.kv_heads());
-        let (qd, kvd) = (c.heads * hd, kv * hd);
-        2 * c.d_model + 2 * qd + 2 * kvd + 2 * c.ffn_dim
+        let w = Widths::of(c);
+        2 * c.d_model + 2 * w.qd + 2 * w.kvd + 2 * w.ffn
     }
 
     fn bytes(&self, model: &Model) -> u128 {
@@ -109,13 +110,45 @@ impl Sizes {
     }
 }
 
-/// The context of the blocks' `forward`s.
-fn cx(m: &super::ModelInner) -> Cx<'_> {
+/// The widest activations of either stack (the encoder's and the decoder's heads and
+/// feed-forward width may differ), which the shared buffers must hold.
+struct Widths {
+    /// Query heads · head width, key/value heads · head width, feed-forward width.
+    qd: usize,
+    kvd: usize,
+    ffn: usize,
+    /// The most heads (T5's relative-bias tables).
+    heads: usize,
+    /// The decoder's key/value width (its caches).
+    dec_kvd: usize,
+}
+
+impl Widths {
+    fn of(c: &Config) -> Widths {
+        let dec = c.for_decoder();
+        let kvd = |c: &Config| c.kv_heads() * c.head_dim();
+        Widths {
+            qd: (c.heads * c.head_dim()).max(dec.heads * dec.head_dim()),
+            kvd: kvd(c).max(kvd(&dec)),
+            ffn: c.ffn_dim.max(dec.ffn_dim),
+            heads: c.heads.max(dec.heads),
+            dec_kvd: kvd(&dec),
+        }
+    }
+
+    /// The widest row a linear layer reads or writes (with `d` the model width).
+    fn widest(&self, d: usize) -> usize {
+        d.max(self.qd).max(self.ffn).max(4 * d)
+    }
+}
+
+/// The context of the blocks' `forward`s, for a stack of shape `c`.
+fn cx<'a>(m: &'a super::ModelInner, c: &'a Config) -> Cx<'a> {
     Cx {
         file: &m.file,
         kern: m.kernels,
         pool: &m.pool,
-        c: &m.config,
+        c,
     }
 }
 
@@ -173,8 +206,9 @@ impl TransformerState {
             ))
         };
         let zeros = |n: usize| crate::tensor::bytes::try_zeros(n).ok_or_else(oom);
-        let (d, hd, kvd) = (c.d_model, c.head_dim(), c.kv_heads() * c.head_dim());
-        let qd = c.heads * hd;
+        let widths = Widths::of(c);
+        let (d, hd) = (c.d_model, c.head_dim());
+        let (qd, kvd, ffn) = (widths.qd, widths.kvd, widths.ffn);
         let rows = s.rows;
         // Sinusoids for every position the session can reach, now: decoding never allocates.
         for stack in [w.encoder.as_ref(), Some(&w.decoder)].into_iter().flatten() {
@@ -189,10 +223,10 @@ impl TransformerState {
             k: zeros(rows * kvd)?,
             v: zeros(rows * kvd)?,
             att: zeros(rows * qd)?,
-            h1: zeros(rows * c.ffn_dim)?,
-            h2: zeros(rows * c.ffn_dim)?,
+            h1: zeros(rows * ffn)?,
+            h2: zeros(rows * ffn)?,
             scores: zeros(s.scores)?,
-            acts: ActScratch::with_capacity(rows, d.max(qd).max(c.ffn_dim)),
+            acts: ActScratch::with_capacity(rows, d.max(qd).max(ffn)),
         };
         let (rope_cos, rope_sin) = if s.rope > 0 {
             rope_tables(dec_len, hd, c.rope_theta)
@@ -204,7 +238,7 @@ impl TransformerState {
         {
             Some(b) if s.rel > 0 => rel_table(
                 b,
-                c.heads,
+                stack.map_or(c.heads, |s| s.config.heads),
                 c.relative_buckets,
                 c.relative_max_distance,
                 s.span,
@@ -251,7 +285,7 @@ impl TransformerState {
         cancel: Option<&CancelHandle>,
     ) -> bool {
         let m = &*self.model.inner;
-        let cx = cx(m);
+        let cx = cx(m, &stack.config);
         let rows = b.rows();
         let seqs = Seqs {
             groups: b.groups,
@@ -302,8 +336,8 @@ impl TransformerState {
     /// `i`).
     fn fill_cross_cache(&mut self, b: &Batch) {
         let m = &*self.model.inner;
-        let c = &m.config;
-        let cx = cx(m);
+        let c = &self.w.decoder.config;
+        let cx = cx(m, c);
         let (hd, kv) = (c.head_dim(), c.kv_heads());
         let kvd = kv * hd;
         let (src, rows) = (self.src, b.rows());
@@ -332,7 +366,7 @@ impl TransformerState {
     fn compute_logits(&mut self, b: &Batch) {
         let m = &*self.model.inner;
         let c = &m.config;
-        let cx = cx(m);
+        let cx = cx(m, c);
         let (d, vocab) = (c.d_model, c.vocab_size);
         let n = b.groups.len();
         for (i, g) in b.groups.iter().enumerate() {
@@ -372,7 +406,7 @@ impl Network for TransformerState {
         let d = self.model.inner.config.d_model;
         let rows = b.rows();
         if let Some(norm) = &enc.final_norm {
-            cx(&self.model.inner).norm_rows(norm, &mut self.work.x[..rows * d]);
+            cx(&self.model.inner, &enc.config).norm_rows(norm, &mut self.work.x[..rows * d]);
         }
         self.enc[..rows * d].copy_from_slice(&self.work.x[..rows * d]);
         self.fill_cross_cache(b);
@@ -389,7 +423,7 @@ impl Network for TransformerState {
     }
 
     fn copy_slot(&mut self, from: usize, to: usize, len: usize) {
-        let c = &self.model.inner.config;
+        let c = &self.w.decoder.config;
         let (hd, kv, layers) = (c.head_dim(), c.kv_heads(), c.decoder_layers);
         let n = len * hd;
         for l in 0..layers {

@@ -85,6 +85,9 @@ pub(crate) enum PosTable {
 
 /// An encoder or a decoder: embeddings, layers, final norm.
 pub(crate) struct Stack {
+    /// The shape its blocks run with: the model's config, with the decoder's own heads and
+    /// feed-forward width in a decoder ([`Config::for_decoder`]).
+    pub config: Config,
     /// `[V, d]`
     pub embed: MatrixRef,
     pub pos: Option<PosTable>,
@@ -299,6 +302,7 @@ impl Loader<'_> {
             });
         }
         Ok(Stack {
+            config: c.clone(),
             embed,
             pos,
             embed_norm: self.opt_norm(&name.embed_norm())?,
@@ -316,6 +320,11 @@ pub(crate) fn load_transformer(
     cfg: &Config,
 ) -> Result<TransformerWeights> {
     let l = Loader { file, cfg };
+    let dec_cfg = cfg.for_decoder();
+    let dec = Loader {
+        file,
+        cfg: &dec_cfg,
+    };
     let shared = if l.has(names::EMBED) {
         Some(l.matrix(names::EMBED, cfg.vocab_size, cfg.d_model)?)
     } else {
@@ -325,7 +334,7 @@ pub(crate) fn load_transformer(
         Arch::Seq2Seq => Some(l.stack(names::ENCODER, cfg.encoder_layers, false, shared)?),
         _ => None,
     };
-    let decoder = l.stack(
+    let decoder = dec.stack(
         names::DECODER,
         cfg.decoder_layers,
         arch == Arch::Seq2Seq,

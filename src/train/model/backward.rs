@@ -66,7 +66,7 @@ impl Transformer {
         acts: &StackActs,
         w: &mut Acts,
     ) {
-        let c = &self.config;
+        let c = &st.config;
         let d = c.d_model;
         let n = inp.ids.len();
         let b = n / inp.l;
@@ -117,7 +117,7 @@ impl Transformer {
                 self.sub_end_bwd(gr, cn, &la.ca, &mut dx, &mut w.ds, &mut w.d_o);
                 let datt = fit(&mut w.datt, n * qd);
                 gr.linear(&cp.o, &w.d_o, &la.cross.att, n, Dx::Set(datt));
-                let shape = self.attn_shape(b, inp.l, s, false);
+                let shape = st.attn_shape(b, inp.l, s, false);
                 ly::attention_backward(
                     gr.ctx,
                     &shape,
@@ -143,7 +143,7 @@ impl Transformer {
             let at = &lp.self_attn;
             let datt = fit(&mut w.datt, n * qd);
             gr.linear(&at.o, &w.d_o, &la.attn.att, n, Dx::Set(datt));
-            let shape = self.attn_shape(b, inp.l, inp.l, inp.causal);
+            let shape = st.attn_shape(b, inp.l, inp.l, inp.causal);
             ly::attention_backward(
                 gr.ctx,
                 &shape,

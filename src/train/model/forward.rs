@@ -74,20 +74,6 @@ impl Transformer {
         }
     }
 
-    pub(super) fn attn_shape(&self, b: usize, lq: usize, lk: usize, causal: bool) -> AttnShape {
-        let c = &self.config;
-        AttnShape {
-            b,
-            lq,
-            lk,
-            heads: c.heads,
-            kv_heads: c.kv_heads(),
-            d: c.head_dim(),
-            causal,
-            scale: c.attention_scale(),
-        }
-    }
-
     fn stack_forward(
         &self,
         ctx: Ctx,
@@ -97,7 +83,7 @@ impl Transformer {
         acts: &mut StackActs,
         mut rng: Option<&mut Rng>,
     ) {
-        let c = &self.config;
+        let c = &st.config;
         let d = c.d_model;
         let n = inp.ids.len();
         let b = n / inp.l;
@@ -166,7 +152,7 @@ impl Transformer {
                     c.rope_interleaved,
                 );
             }
-            let shape = self.attn_shape(b, inp.l, inp.l, inp.causal);
+            let shape = st.attn_shape(b, inp.l, inp.l, inp.causal);
             let qd = c.heads * c.head_dim();
             ly::attention_forward(
                 ctx,
@@ -194,7 +180,7 @@ impl Transformer {
                 lin_fwd(ctx, p, &cp.q, &la.ca.a, n, &mut la.cross.q);
                 lin_fwd(ctx, p, &cp.k, mem, b * s, &mut la.cross.k);
                 lin_fwd(ctx, p, &cp.v, mem, b * s, &mut la.cross.v);
-                let shape = self.attn_shape(b, inp.l, s, false);
+                let shape = st.attn_shape(b, inp.l, s, false);
                 ly::attention_forward(
                     ctx,
                     &shape,

@@ -101,6 +101,9 @@ struct LayerP {
 
 #[derive(Clone, Debug)]
 struct StackP {
+    /// The stack's shape: the model's config, with the decoder's own heads and feed-forward
+    /// width in a decoder ([`Config::for_decoder`]).
+    config: Config,
     embed: usize,
     /// Learned position table: offset and rows.
     pos: Option<(usize, usize)>,
@@ -230,6 +233,7 @@ impl Builder<'_> {
         let final_norm =
             (self.has)(&names::weight(&name.final_norm())).then(|| self.norm(&name.final_norm()));
         StackP {
+            config: c.clone(),
             embed,
             pos,
             embed_norm,
@@ -300,6 +304,8 @@ impl Transformer {
             .then(|| b.add(names::EMBED, &[config.vocab_size, config.d_model], true));
         let encoder = (arch == Arch::Seq2Seq)
             .then(|| b.stack(names::ENCODER, config.encoder_layers, false, shared));
+        let dec_cfg = config.for_decoder();
+        b.cfg = &dec_cfg;
         let decoder = b.stack(
             names::DECODER,
             config.decoder_layers,
@@ -540,6 +546,22 @@ struct StackIn<'a> {
     causal: bool,
     /// Cross-attention memory `[B·S, C]`, its length `S` and the real lengths.
     memory: Option<(&'a [f32], usize, &'a [usize])>,
+}
+
+impl StackP {
+    fn attn_shape(&self, b: usize, lq: usize, lk: usize, causal: bool) -> AttnShape {
+        let c = &self.config;
+        AttnShape {
+            b,
+            lq,
+            lk,
+            heads: c.heads,
+            kv_heads: c.kv_heads(),
+            d: c.head_dim(),
+            causal,
+            scale: c.attention_scale(),
+        }
+    }
 }
 
 impl<'a> StackIn<'a> {

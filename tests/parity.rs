@@ -59,7 +59,19 @@ fn cases(dir: &Path) -> Vec<(String, Model, Vec<Vec<u32>>)> {
         open(&path)
     };
     for name in [
-        "marian", "bart", "mbart", "m2m100", "t5", "t5-gated", "gpt2", "llama", "mistral", "qwen2",
+        "marian",
+        "bart",
+        "mbart",
+        "m2m100",
+        "t5",
+        "t5-gated",
+        "gpt2",
+        "llama",
+        "mistral",
+        "qwen2",
+        "pegasus",
+        "bart-asym",
+        "t5-asym",
     ] {
         let src = root().join("tests/fixtures/hf").join(name);
         let g = read(src.join("golden.json"));

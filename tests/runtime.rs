@@ -178,6 +178,12 @@ fn bart_matches_transformers() {
     check_parity("bart");
 }
 
+/// Pegasus: pre-norm with final norms, Marian's sinusoids, `final_logits_bias`.
+#[test]
+fn pegasus_matches_transformers() {
+    check_parity("pegasus");
+}
+
 /// Encoder and decoder of different shapes: more decoder layers, fewer heads (wider heads, so
 /// another attention scale) and a narrower feed-forward (a distilled student's shape).
 #[test]

@@ -10,13 +10,13 @@ Usage: python ref_tiny_models.py [OUT_DIR] [NAME ...]   (default ~/quill-ref/mod
 quill's copy of ../shared/tools/ref_tiny_models.py (which made tests/fixtures/hf/{marian,bart,t5,
 t5-gated,gpt2,llama}), extended with Qwen2 (q/k/v biases, tied embeddings), mBART (pre-norm,
 final encoder/decoder norms, learned positions with offset 2), Mistral (GQA, sliding window
-larger than the test sequences), Phi-3 (fused qkv and gate_up projections, GQA), and two
-asymmetric encoder-decoders: bart-asym (the decoder has more layers, fewer heads and a narrower
-feed-forward than the encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers,
-gated-gelu). Made with the
-venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
+larger than the test sequences), Phi-3 (fused qkv and gate_up projections, GQA), Pegasus
+(pre-norm, Marian's sinusoids, final_logits_bias) and two asymmetric encoder-decoders:
+bart-asym (the decoder has more layers, fewer heads and a narrower feed-forward than the
+encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers, gated-gelu). Made with
+the venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3
-    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym pegasus
 """
 import json
 import os
@@ -36,6 +36,8 @@ from transformers import (
     M2M100ForConditionalGeneration,
     MBartConfig,
     MBartForConditionalGeneration,
+    PegasusConfig,
+    PegasusForConditionalGeneration,
     MistralConfig,
     MistralForCausalLM,
     Phi3Config,
@@ -295,6 +297,28 @@ def phi3():
 
 
 def asymmetric():
+    if wanted("pegasus"):
+        # ---- Pegasus (the summarization family): pre-norm with final encoder/decoder norms,
+        # Marian's sinusoids (not stored in the checkpoint), scale_embedding, ReLU,
+        # final_logits_bias. pad=0 (= decoder_start), eos=1, unk=2 as in google/pegasus-*.
+        torch.manual_seed(SEED)
+        cfg = PegasusConfig(
+            vocab_size=V, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+            max_position_embeddings=256, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+            forced_eos_token_id=None, init_std=0.1, scale_embedding=True, activation_function="relu",
+        )
+        m = PegasusForConditionalGeneration(cfg)
+        with torch.no_grad():
+            m.model.shared.weight.normal_(0, 0.02)
+            m.model.shared.weight[0].zero_()
+            m.model.decoder.layer_norm.weight.mul_(4)
+            m.model.decoder.layer_norm.bias.mul_(4)
+            m.final_logits_bias.normal_(0, 0.5)
+        m.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+        toks = make_vocab({0: "<pad>", 1: "</s>", 2: "<unk>"}, V)
+        finish(m, "pegasus", toks, dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
+               src_ids(1))
     if wanted("bart-asym"):
         # ---- BART whose stacks differ: encoder 2 layers x 4 heads x ffn 128, decoder 3 layers x
         # 2 heads (head width 32) x ffn 80 (a distilled student's shape).

@@ -1,6 +1,6 @@
-//! Marian, BART, mBART and M2M100/NLLB (`model_type` `marian`, `bart`, `mbart`, `m2m_100`):
-//! encoder-decoders of one layout (post-norm Marian and BART, pre-norm mBART and M2M100), learned
-//! or sinusoidal positions.
+//! Marian, BART, mBART, Pegasus and M2M100/NLLB (`model_type` `marian`, `bart`, `mbart`,
+//! `pegasus`, `m2m_100`): encoder-decoders of one layout (post-norm Marian and BART, pre-norm
+//! mBART, Pegasus and M2M100), learned or sinusoidal positions.
 
 use super::{Hf, Op, Planned, Sources, activation, base_config, plan, plan_linear, plan_norm};
 use crate::error::{Error, Result};
@@ -55,7 +55,7 @@ pub(super) fn bart_family(
         hf.str("activation_function").unwrap_or("gelu"),
     )?;
     c.scale_embedding = hf.opt_bool("scale_embedding")?.unwrap_or(false);
-    c.pre_norm = matches!(model_type, "mbart" | "m2m_100");
+    c.pre_norm = matches!(model_type, "mbart" | "pegasus" | "m2m_100");
     c.eos_ids = hf.ids("eos_token_id")?;
     c.bos_id = hf.id("bos_token_id")?;
     c.pad_id = hf.id("pad_token_id")?;
@@ -76,8 +76,9 @@ pub(super) fn bart_family(
     } else {
         plan(&mut p, names::EMBED, shared, Op::Copy);
     }
-    if model_type == "marian" {
-        // Marian's sinusoids are not stored in the checkpoint: quill computes them at load.
+    if matches!(model_type, "marian" | "pegasus") {
+        // Marian's and Pegasus's sinusoids (one formula) are not stored in the checkpoint: quill
+        // computes them at load.
         c.positions = Positions::Sinusoidal;
         c.max_positions = max_pos;
     } else if model_type == "m2m_100" {

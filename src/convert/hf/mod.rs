@@ -2,7 +2,7 @@
 //! `generation_config.json`, `tokenizer.json`) into a `.quill` file with quill's canonical names
 //! (`docs/architectures.md`).
 //!
-//! Supported `model_type`s: `marian`, `bart`, `mbart`, `m2m_100` (M2M100, NLLB), `t5` (v1.0
+//! Supported `model_type`s: `marian`, `bart`, `mbart`, `pegasus`, `m2m_100` (M2M100, NLLB), `t5` (v1.0
 //! and v1.1 / flan), `gpt2`, `llama`, `mistral`, `qwen2`, `phi3`; one file per family here. A
 //! configuration quill cannot run exactly is refused with a message naming the field and its
 //! value. Try it: `quill convert ./opus-mt-en-de out.quill --quantize int8`.
@@ -302,7 +302,9 @@ fn plan_conversion(
         .ok_or_else(|| Error::bad_config("model_type", "missing from config.json"))?
         .to_string();
     let (arch, mut config, plan) = match model_type.as_str() {
-        "marian" | "bart" | "mbart" | "m2m_100" => bart::bart_family(&hf, src, &model_type)?,
+        "marian" | "bart" | "mbart" | "pegasus" | "m2m_100" => {
+            bart::bart_family(&hf, src, &model_type)?
+        }
         "t5" => t5::t5(&hf, src)?,
         "gpt2" => gpt2::gpt2(&hf, src)?,
         "llama" | "mistral" | "qwen2" => llama::llama(&hf, src)?,
@@ -312,7 +314,7 @@ fn plan_conversion(
             return Err(Error::bad_config(
                 "model_type",
                 format!(
-                    "\"{other}\" is not supported (marian, bart, mbart, m2m_100, t5, gpt2, llama, mistral, qwen2, phi3, quill-lstm)"
+                    "\"{other}\" is not supported (marian, bart, mbart, pegasus, m2m_100, t5, gpt2, llama, mistral, qwen2, phi3, quill-lstm)"
                 ),
             ));
         }

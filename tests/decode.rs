@@ -108,7 +108,7 @@ fn beam_search_matches_transformers() {
         let beam = BeamOptions {
             beams: 4,
             length_penalty: 1.0,
-            early_stopping: false,
+            early_stopping: quill::decode::EarlyStopping::Heuristic,
             n_best: 4,
         };
         let out = generate(
@@ -152,6 +152,84 @@ fn beam_search_matches_transformers() {
             );
         }
     }
+}
+
+#[test]
+fn early_stopping_reads_true_false_and_never() {
+    use quill::decode::EarlyStopping;
+    use serde_json::json;
+    let parse = |v: Value| EarlyStopping::from_json(&v);
+    assert_eq!(parse(json!(true)).unwrap(), EarlyStopping::Finished);
+    assert_eq!(parse(json!(false)).unwrap(), EarlyStopping::Heuristic);
+    assert_eq!(parse(Value::Null).unwrap(), EarlyStopping::Heuristic);
+    assert_eq!(parse(json!("never")).unwrap(), EarlyStopping::Never);
+    // Before, anything but a boolean was read as false.
+    let e = parse(json!("always")).unwrap_err().to_string();
+    assert!(e.contains("early_stopping") && e.contains("always"), "{e}");
+}
+
+/// Beam search where hypotheses end early (`tests/reference/beam_grid.py`): every length penalty
+/// and `early_stopping` mode of the grid, three returned sequences, `no_repeat_ngram_size` and
+/// `min_new_tokens`; ids equal and scores within 1e-4 of `transformers`.
+#[test]
+fn beam_search_semantics_match_transformers() {
+    use quill::decode::EarlyStopping;
+    let dir = tempfile::tempdir().unwrap();
+    let m = model("bart-eos", dir.path());
+    let grid = json("bart-eos", "beam_grid.json");
+    let input = ids(&grid["input_ids"]);
+    let cases = grid["cases"].as_array().unwrap();
+    assert!(cases.len() >= 12);
+    let mut modes_differ = std::collections::BTreeSet::new();
+    for case in cases {
+        let kw = &case["kwargs"];
+        let early_stopping = EarlyStopping::from_json(&kw["early_stopping"]).unwrap();
+        let beam = BeamOptions {
+            beams: kw["num_beams"].as_u64().unwrap() as usize,
+            length_penalty: kw["length_penalty"].as_f64().unwrap() as f32,
+            early_stopping,
+            n_best: kw["num_return_sequences"].as_u64().unwrap() as usize,
+        };
+        let o = GenerateOptions {
+            strategy: Strategy::Beam(beam),
+            max_new_tokens: kw["max_new_tokens"].as_u64().unwrap() as usize,
+            min_new_tokens: kw["min_new_tokens"].as_u64().unwrap_or(0) as usize,
+            no_repeat_ngram_size: kw["no_repeat_ngram_size"].as_u64().unwrap_or(0) as usize,
+            ..Default::default()
+        };
+        let out = generate(&mut session(&m), &[&input], &o, None, None).unwrap();
+        let got: Vec<(Vec<u32>, f32)> = out.outputs[0]
+            .iter()
+            .map(|h| (h.ids.clone(), h.score))
+            .collect();
+        let want: Vec<Vec<u32>> = case["hypotheses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
+        let scores: Vec<f64> = case["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{kw}");
+        for (r, (ids, score)) in got.iter().enumerate() {
+            assert_eq!(ids, &want[r], "{kw} rank {r}");
+            assert!(
+                (*score as f64 - scores[r]).abs() <= 1e-4,
+                "{kw} rank {r}: score {score} vs {}",
+                scores[r]
+            );
+        }
+        modes_differ.insert(format!(
+            "{:?}",
+            want.iter().map(Vec::len).collect::<Vec<_>>()
+        ));
+    }
+    // The grid exercises different endings, not one answer repeated.
+    assert!(modes_differ.len() >= 5, "{modes_differ:?}");
 }
 
 #[test]

@@ -120,7 +120,7 @@ fn greedy_and_beam_match_pytorch() {
             strategy: Strategy::Beam(BeamOptions {
                 beams: 4,
                 length_penalty: 1.0,
-                early_stopping: false,
+                early_stopping: quill::decode::EarlyStopping::Heuristic,
                 n_best: 4,
             }),
             max_new_tokens: 16,

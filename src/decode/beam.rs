@@ -4,12 +4,13 @@
 //! end the sequence continue; those ending it among the first `beams` ranks are scored
 //! `logprob_sum / generated_len^length_penalty` and kept if among the `beams` best finished; at
 //! the last step every continuation ends; the search of an input stops when its `beams` finished
-//! hypotheses cannot be beaten by the best running beam at its current length.
+//! hypotheses cannot be beaten by the best running beam at its current length, or at the longest
+//! it could reach (`EarlyStopping`).
 
 use super::processors::{log_softmax, process, sample};
 use super::{
-    Callback, CancelHandle, Flow, GenerateOptions, Generation, Hypothesis, Rng, Strategy,
-    StreamEvent,
+    Callback, CancelHandle, EarlyStopping, Flow, GenerateOptions, Generation, Hypothesis, Rng,
+    Strategy, StreamEvent,
 };
 use crate::error::Result;
 use crate::model::Session;
@@ -306,10 +307,18 @@ pub(crate) fn run(
                 && !last
                 && match beam_opts {
                     Some(b) if full => {
-                        !b.early_stopping && {
-                            let best = st.running[0].sum / gen_len.powf(b.length_penalty);
+                        // The length the best running beam is scored at, at best.
+                        let len = match b.early_stopping {
+                            EarlyStopping::Finished => None,
+                            EarlyStopping::Never if b.length_penalty > 0.0 => {
+                                Some(ctx.max_new as f32)
+                            }
+                            EarlyStopping::Heuristic | EarlyStopping::Never => Some(gen_len),
+                        };
+                        len.is_some_and(|len| {
+                            let best = st.running[0].sum / len.powf(b.length_penalty);
                             best > st.finished.last().expect("full").0
-                        }
+                        })
                     }
                     Some(_) => true,
                     None => st.finished.is_empty(),

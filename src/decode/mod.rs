@@ -37,14 +37,13 @@ pub enum Strategy {
 /// (by summed log-probability) are considered; an end-of-sequence continuation ranked among the
 /// first `beams` closes a hypothesis whose score is `sum_logprobs / generated_len^length_penalty`
 /// (generated tokens, end-of-sequence included); the search of an input ends when `beams`
-/// hypotheses are closed and no running beam can beat the worst of them (`early_stopping:
-/// false`) or as soon as they are (`true`). CTranslate2 differs: it normalizes by
-/// `length^length_penalty` only at the end and stops when the best running beam finishes.
+/// hypotheses are closed and then as [`EarlyStopping`] says. CTranslate2 differs: it normalizes
+/// by `length^length_penalty` only at the end and stops when the best running beam finishes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BeamOptions {
     pub beams: usize,
     pub length_penalty: f32,
-    pub early_stopping: bool,
+    pub early_stopping: EarlyStopping,
     /// Hypotheses returned per input (≤ beams).
     pub n_best: usize,
 }
@@ -54,8 +53,41 @@ impl Default for BeamOptions {
         BeamOptions {
             beams: 4,
             length_penalty: 1.0,
-            early_stopping: false,
+            early_stopping: EarlyStopping::Heuristic,
             n_best: 1,
+        }
+    }
+}
+
+/// When the beam search of an input ends once `beams` hypotheses are closed (`transformers`'
+/// `early_stopping`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EarlyStopping {
+    /// `false`: when the best running beam, scored at its current length, cannot beat the worst
+    /// closed hypothesis.
+    #[default]
+    Heuristic,
+    /// `true`: at once.
+    Finished,
+    /// `"never"`: when the best running beam cannot beat the worst closed hypothesis even at the
+    /// longest length it could reach (with a positive length penalty; otherwise as
+    /// `Heuristic`): canonical beam search.
+    Never,
+}
+
+impl EarlyStopping {
+    /// `generation_config.json`'s value: `true`, `false` or `"never"`.
+    pub fn from_json(v: &serde_json::Value) -> Result<EarlyStopping> {
+        match v {
+            serde_json::Value::Bool(true) => Ok(EarlyStopping::Finished),
+            serde_json::Value::Bool(false) | serde_json::Value::Null => {
+                Ok(EarlyStopping::Heuristic)
+            }
+            serde_json::Value::String(s) if s == "never" => Ok(EarlyStopping::Never),
+            other => Err(Error::bad_config(
+                "early_stopping",
+                format!("expected true, false or \"never\", found {other}"),
+            )),
         }
     }
 }
@@ -520,10 +552,9 @@ impl GenerateOptions {
                     .get("length_penalty")
                     .and_then(|v| v.as_f64())
                     .unwrap_or(1.0) as f32,
-                early_stopping: g
-                    .get("early_stopping")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false),
+                early_stopping: EarlyStopping::from_json(
+                    g.get("early_stopping").unwrap_or(&serde_json::Value::Null),
+                )?,
                 n_best: 1,
             });
         }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::Arch;
 use crate::model::{Limits, Model};
 
-use super::{BeamOptions, GenerateOptions, SampleOptions, Strategy};
+use super::{BeamOptions, EarlyStopping, GenerateOptions, SampleOptions, Strategy};
 
 /// Decoding parameters as plain fields (what `quill_generate_params` carries).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -192,7 +192,7 @@ impl Params {
         o.no_repeat_ngram_size = self.no_repeat_ngram_size;
         let early_stopping = match &o.strategy {
             Strategy::Beam(b) => b.early_stopping,
-            _ => false,
+            _ => EarlyStopping::Heuristic,
         };
         o.strategy = if self.sample {
             Strategy::Sample(SampleOptions {

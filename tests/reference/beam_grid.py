@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Beam-search semantics goldens: transformers' own `generate` on a tiny BART whose hypotheses
+end early, over length_penalty x early_stopping (False, True, "never"), with several returned
+sequences, plus no_repeat_ngram_size and min_new_tokens.
+
+The model is tests/fixtures/hf/bart with final_logits_bias[eos] = 1.4, so that the end-of-sequence
+id competes with the other tokens and hypotheses close at different lengths (with the original
+bias no hypothesis ends before max_new_tokens). It is written to tests/fixtures/hf/bart-eos with
+beam_grid.json: {"input_ids", "cases": [{"kwargs", "hypotheses" (ids after the decoder start,
+up to and including the end-of-sequence id), "scores"}]}.
+
+    ~/quill-ref/venv/bin/python tests/reference/beam_grid.py tests/fixtures/hf
+"""
+import json
+import os
+import shutil
+import sys
+
+import torch
+import transformers
+from transformers import AutoModelForSeq2SeqLM
+
+root = sys.argv[1]
+torch.set_num_threads(2)
+src, dst = os.path.join(root, "bart"), os.path.join(root, "bart-eos")
+model = AutoModelForSeq2SeqLM.from_pretrained(src).eval()
+with torch.no_grad():
+    model.final_logits_bias[0, 2] = 1.4
+os.makedirs(dst, exist_ok=True)
+model.save_pretrained(dst, safe_serialization=True)
+for f in ("tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(os.path.join(src, f), os.path.join(dst, f))
+model = AutoModelForSeq2SeqLM.from_pretrained(dst).eval()  # what the converter will see
+
+input_ids = json.load(open(os.path.join(src, "golden.json")))["input_ids"]
+inp = torch.tensor([input_ids])
+eos = model.generation_config.eos_token_id
+cases = []
+grid = [dict(length_penalty=lp, early_stopping=es) for lp in (0.6, 1.0, 2.0)
+        for es in (False, True, "never")]
+grid += [dict(length_penalty=1.0, early_stopping=False, no_repeat_ngram_size=2),
+         dict(length_penalty=1.0, early_stopping=False, min_new_tokens=3),
+         dict(length_penalty=1.0, early_stopping="never", min_new_tokens=3, no_repeat_ngram_size=3)]
+for kw in grid:
+    kw = dict(num_beams=4, num_return_sequences=3, max_new_tokens=16, **kw)
+    with torch.no_grad():
+        out = model.generate(inp, attention_mask=torch.ones_like(inp), do_sample=False,
+                             return_dict_in_generate=True, output_scores=True, **kw)
+    hyps = []
+    for seq in out.sequences.tolist():
+        ids = seq[1:]
+        if eos in ids:
+            ids = ids[: ids.index(eos) + 1]
+        hyps.append(ids)
+    scores = [float(s) for s in out.sequences_scores]
+    cases.append({"kwargs": kw, "hypotheses": hyps, "scores": scores})
+    print(kw, [len(h) for h in hyps], ["%.4f" % s for s in scores])
+with open(os.path.join(dst, "beam_grid.json"), "w") as f:
+    json.dump({"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+               "input_ids": input_ids, "cases": cases}, f, indent=1)

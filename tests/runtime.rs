@@ -403,3 +403,92 @@ fn extend_longer_than_the_sessions_rows_is_prefilled_in_chunks() {
     let d = max_abs(small.logits(), whole.logits());
     assert!(d < 1e-4, "chunked prefill differs by {d}");
 }
+
+/// Long inputs (200 source or 180 prompt tokens), 64 new tokens, three inputs of different
+/// lengths in one batch: `transformers` ran them padded (right for seq2seq, left for decoder-only,
+/// with attention masks), quill as one ragged batch. The golden's ids are fed back (teacher
+/// forcing), so every step of every row is compared; quill's own choice must be the golden's
+/// wherever the top two logits are apart by more than the tolerance allows.
+fn check_long_batch(name: &str) -> f32 {
+    let dir = tempfile::tempdir().unwrap();
+    let g: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(name).join("long_batch.json")).unwrap(),
+    )
+    .unwrap();
+    let model = convert(name, None, dir.path());
+    let inputs: Vec<Vec<u32>> = g["inputs"].as_array().unwrap().iter().map(ids).collect();
+    let rows = g["rows"].as_array().unwrap();
+    let new = g["max_new_tokens"].as_u64().unwrap() as usize;
+    let limits = Limits {
+        max_batch: inputs.len(),
+        max_input_len: inputs.iter().map(Vec::len).max().unwrap(),
+        max_new_tokens: new + 1,
+        beams: 1,
+        ..Default::default()
+    };
+    let mut s = Session::new(&model, limits).unwrap();
+    let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+    s.start(&refs).unwrap();
+    let v = model.config().vocab_size;
+    if model.arch() == Arch::Seq2Seq {
+        let start = model.config().decoder_start_id.unwrap();
+        s.step(&vec![start; inputs.len()]).unwrap();
+    }
+    let steps = rows
+        .iter()
+        .map(|r| r["ids"].as_array().unwrap().len())
+        .max()
+        .unwrap();
+    let mut worst = 0f32;
+    for step in 0..steps {
+        let logits = s.logits().to_vec();
+        let mut next = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            let want_ids = ids(&row["ids"]);
+            let Some(&chosen) = want_ids.get(step) else {
+                next.push(*want_ids.last().unwrap()); // finished: its steps are not compared
+                continue;
+            };
+            let top5 = &row["top5"][step];
+            let (top_ids, top) = (ids(&top5["ids"]), floats(&top5["logits"]));
+            let got = &logits[r * v..(r + 1) * v];
+            for (id, want) in top_ids.iter().zip(&top) {
+                worst = worst.max((got[*id as usize] - want).abs());
+            }
+            if top[0] - top[1] > 4.0 * LOGIT_ATOL {
+                assert_eq!(
+                    quill::kernels::scalar::argmax(got) as u32,
+                    chosen,
+                    "{name} row {r} step {step}: greedy choice"
+                );
+            }
+            next.push(chosen);
+        }
+        if step + 1 < steps {
+            s.step(&next).unwrap();
+        }
+    }
+    assert!(
+        worst <= LOGIT_ATOL,
+        "{name}: logits differ by {worst} over 64 steps of a padded batch"
+    );
+    worst
+}
+
+#[test]
+fn long_inputs_in_a_ragged_batch_match_transformers_padded_batch() {
+    for name in [
+        "bart",
+        "mbart",
+        "pegasus",
+        "t5",
+        "t5-gated",
+        "bart-asym",
+        "gpt2",
+        "llama",
+        "qwen2",
+    ] {
+        let worst = check_long_batch(name);
+        eprintln!("{name}: max logit difference {worst:e}");
+    }
+}

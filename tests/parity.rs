@@ -72,6 +72,7 @@ fn cases(dir: &Path) -> Vec<(String, Model, Vec<Vec<u32>>)> {
         "pegasus",
         "bart-asym",
         "t5-asym",
+        "mt5",
     ] {
         let src = root().join("tests/fixtures/hf").join(name);
         let g = read(src.join("golden.json"));

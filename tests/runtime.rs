@@ -178,6 +178,12 @@ fn bart_matches_transformers() {
     check_parity("bart");
 }
 
+/// mT5: the T5 v1.1 layout under its own `model_type`.
+#[test]
+fn mt5_matches_transformers() {
+    check_parity("mt5");
+}
+
 /// Pegasus: pre-norm with final norms, Marian's sinusoids, `final_logits_bias`.
 #[test]
 fn pegasus_matches_transformers() {

@@ -11,12 +11,13 @@ quill's copy of ../shared/tools/ref_tiny_models.py (which made tests/fixtures/hf
 t5-gated,gpt2,llama}), extended with Qwen2 (q/k/v biases, tied embeddings), mBART (pre-norm,
 final encoder/decoder norms, learned positions with offset 2), Mistral (GQA, sliding window
 larger than the test sequences), Phi-3 (fused qkv and gate_up projections, GQA), Pegasus
-(pre-norm, Marian's sinusoids, final_logits_bias) and two asymmetric encoder-decoders:
+(pre-norm, Marian's sinusoids, final_logits_bias), mT5 (model_type mt5) and two asymmetric
+encoder-decoders:
 bart-asym (the decoder has more layers, fewer heads and a narrower feed-forward than the
 encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers, gated-gelu). Made with
 the venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3
-    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym pegasus
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym pegasus mt5
 """
 import json
 import os
@@ -36,6 +37,8 @@ from transformers import (
     M2M100ForConditionalGeneration,
     MBartConfig,
     MBartForConditionalGeneration,
+    MT5Config,
+    MT5ForConditionalGeneration,
     PegasusConfig,
     PegasusForConditionalGeneration,
     MistralConfig,
@@ -297,6 +300,26 @@ def phi3():
 
 
 def asymmetric():
+    if wanted("mt5"):
+        # ---- mT5: the T5 v1.1 layout (gated-gelu, untied lm_head) under model_type mt5; config
+        # patched as real mt5 checkpoints are (tie_word_embeddings: false).
+        torch.manual_seed(SEED + 2)
+        cfg = MT5Config(
+            vocab_size=V, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+            num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
+            eos_token_id=1, decoder_start_token_id=0,
+        )
+        m = MT5ForConditionalGeneration(cfg)
+        with torch.no_grad():
+            m.shared.weight.normal_(0, 0.1)
+            m.decoder.final_layer_norm.weight.mul_(4)
+        m.lm_head.weight = torch.nn.Parameter(torch.randn(V, 64) * 0.1)
+        m.all_tied_weights_keys.pop("lm_head.weight", None)
+        m.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+        toks = make_vocab({0: "<pad>", 1: "</s>", 2: "<unk>"}, V)
+        finish(m, "mt5", toks, dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
+               src_ids(1), config_patch={"tie_word_embeddings": False, "scale_decoder_outputs": None})
     if wanted("pegasus"):
         # ---- Pegasus (the summarization family): pre-norm with final encoder/decoder norms,
         # Marian's sinusoids (not stored in the checkpoint), scale_embedding, ReLU,

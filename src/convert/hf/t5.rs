@@ -1,5 +1,6 @@
-//! T5 (`model_type` `t5`: v1.0, v1.1 / Flan-T5 with gated feed-forwards): relative position
-//! buckets, RMS norms, no attention scaling.
+//! T5 (`model_type` `t5`: v1.0, v1.1 / Flan-T5 with gated feed-forwards) and mT5 (`mt5`, the
+//! v1.1 layout with a large multilingual vocabulary): relative position buckets, RMS norms, no
+//! attention scaling.
 
 use super::{Hf, Op, Planned, Sources, activation, base_config, plan, plan_linear, plan_norm};
 use crate::error::Result;

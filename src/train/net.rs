@@ -103,7 +103,8 @@ impl Net {
         self.forward_with(ctx, p, batch, acts, None);
     }
 
-    /// `rng`: dropout (`None`: no dropout).
+    /// The forward pass; returns the logits `[B·T, V]` (kept in `acts`). `rng`: dropout (`None`:
+    /// no dropout).
     fn forward_with<'a>(
         &self,
         ctx: Ctx,

@@ -167,7 +167,8 @@ fn seq2seq_run_writes_models_metrics_and_plot_and_resumes() {
             out.join("model-int8.quill").to_str().unwrap(),
             test_tsv.to_str().unwrap(),
         ])
-        .args(["--threads", "1", "--beams", "2"])
+        .args(["--threads", "1", "--beams", "2", "--output"])
+        .arg(dir.path().join("hyps.txt"))
         .output()
         .unwrap();
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
@@ -175,6 +176,25 @@ fn seq2seq_run_writes_models_metrics_and_plot_and_resumes() {
     assert_eq!(report["sentences"], 30);
     let bleu = report["bleu"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&bleu) && report["tokens_per_s"].as_f64().unwrap() > 0.0);
+    // ROUGE of the written outputs against the references (the metric itself is held to
+    // rouge-score's goldens in src/eval/rouge.rs).
+    let hyps = std::fs::read_to_string(dir.path().join("hyps.txt")).unwrap();
+    let hyps: Vec<&str> = hyps.lines().collect();
+    let refs: Vec<String> = quill::eval::read_pairs(&test_tsv)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let r = quill::eval::rouge::corpus_rouge(&hyps, &refs);
+    for (key, want) in [
+        ("rouge1", r.rouge1),
+        ("rouge2", r.rouge2),
+        ("rougeL", r.rouge_l),
+    ] {
+        let got = report[key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{key}: {got} vs {want}");
+    }
 }
 
 #[test]

@@ -352,7 +352,7 @@ fn substitute_pairs(
 }
 
 /// How often each item occurs.
-fn counts<T: Hash + Eq>(items: impl Iterator<Item = T>) -> HashMap<T, usize> {
+pub(crate) fn counts<T: Hash + Eq>(items: impl Iterator<Item = T>) -> HashMap<T, usize> {
     let mut counts = HashMap::new();
     for item in items {
         *counts.entry(item).or_insert(0) += 1;
@@ -362,7 +362,10 @@ fn counts<T: Hash + Eq>(items: impl Iterator<Item = T>) -> HashMap<T, usize> {
 
 /// The hypothesis n-grams that the reference has, each counted at most as often as the
 /// reference has it.
-fn clipped_matches<T: Hash + Eq>(hyp: &HashMap<T, usize>, reference: &HashMap<T, usize>) -> usize {
+pub(crate) fn clipped_matches<T: Hash + Eq>(
+    hyp: &HashMap<T, usize>,
+    reference: &HashMap<T, usize>,
+) -> usize {
     hyp.iter()
         .filter_map(|(ngram, &count)| reference.get(ngram).map(|&r| count.min(r)))
         .sum()

@@ -2,6 +2,7 @@
 //! what `quill eval` and the trainer's evaluations run (no trainer needed).
 //!
 //! - [`metrics`]: BLEU and chrF, sacreBLEU-compatible (held to the real sacrebleu's goldens);
+//!   [`rouge`]: ROUGE-1/2/L F1, `rouge-score`-compatible (held to its goldens);
 //! - [`translate`]: generate for many inputs in length-sorted batches, through the text layer
 //!   (`decode::text`), so the texts are what every other front end shows;
 //! - [`evaluate`]: translate and score; [`read_pairs`]: `source<TAB>reference` test sets.
@@ -9,6 +10,7 @@
 //! Try it: `quill eval models/en-de-ui.quill test.tsv`.
 
 pub mod metrics;
+pub mod rouge;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -19,6 +21,7 @@ use crate::decode::{GenerateOptions, Strategy, generate, text};
 use crate::error::{Error, Result};
 use crate::model::{Limits, Model, Session};
 use metrics::{Bleu, corpus_bleu, corpus_chrf};
+use rouge::{Rouge, corpus_rouge};
 
 /// Outputs of [`translate`].
 pub struct Translations {
@@ -81,6 +84,8 @@ pub fn translate(
 pub struct Scores {
     pub bleu: f64,
     pub chrf: f64,
+    /// ROUGE-1/2/L F1 (`rouge-score`, no stemming): the summarization scores.
+    pub rouge: Rouge,
     pub sentences: usize,
     pub tokens_per_s: f64,
     pub seconds: f64,
@@ -103,6 +108,7 @@ pub fn evaluate(
     let scores = Scores {
         bleu: bleu.score,
         chrf: corpus_chrf(&hyps, &refs),
+        rouge: corpus_rouge(&hyps, &refs),
         sentences: pairs.len(),
         tokens_per_s: out.tokens as f64 / out.seconds.max(1e-9),
         seconds: out.seconds,

@@ -57,8 +57,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
-    /// Translate a test set (TSV: source<TAB>reference) and report BLEU, chrF (sacreBLEU
-    /// compatible) and tokens/s as JSON. Decoding follows the model's defaults unless flags say.
+    /// Run a test set (TSV: source<TAB>reference: translation, summarization) and report BLEU,
+    /// chrF (sacreBLEU compatible), ROUGE-1/2/L F1 (rouge-score compatible, no stemming) and
+    /// tokens/s as JSON. Decoding follows the model's defaults unless flags say.
     Eval {
         model: PathBuf,
         test: PathBuf,
@@ -206,6 +207,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         "sys_len": b.sys_len, "ref_len": b.ref_len,
                     },
                     "chrf": scores.chrf,
+                    "rouge1": scores.rouge.rouge1,
+                    "rouge2": scores.rouge.rouge2,
+                    "rougeL": scores.rouge.rouge_l,
                     "tokens_per_s": scores.tokens_per_s,
                     "seconds": scores.seconds,
                     "threads": m.threads(),

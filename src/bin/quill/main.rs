@@ -74,7 +74,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
-    /// Import a Hugging Face checkpoint folder (Marian, BART, mBART, M2M100/NLLB, T5, GPT-2, Llama, Mistral, Qwen2).
+    /// Import a Hugging Face checkpoint folder (Marian, BART, mBART, Pegasus, M2M100/NLLB, T5, mT5,
+    /// GPT-2, Llama, Mistral, Qwen2, Phi-3).
     Convert {
         hf_dir: PathBuf,
         output: PathBuf,

@@ -30,14 +30,13 @@ mod common;
 use common::json_ids as ids;
 
 fn model(name: &str, dir: &Path) -> Model {
+    open_converted(&fixture(name), name, dir)
+}
+
+/// Converts the Hugging Face folder `src` into `dir` and opens it.
+fn open_converted(src: &Path, name: &str, dir: &Path) -> Model {
     let out = dir.join(format!("{name}.quill"));
-    convert_hf(
-        &fixture(name),
-        &out,
-        &ConvertOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    convert_hf(src, &out, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
     Model::open(
         &out,
         &OpenOptions {
@@ -168,6 +167,42 @@ fn early_stopping_reads_true_false_and_never() {
     assert!(e.contains("early_stopping") && e.contains("always"), "{e}");
 }
 
+/// The bart fixture with `final_logits_bias[eos]` = 1.4, so that hypotheses end early: the
+/// change `tests/reference/beam_grid.py` makes before running `transformers`. Written into `dir`.
+fn bart_with_eos_bias(dir: &Path) -> PathBuf {
+    let (src, dst) = (fixture("bart"), dir.join("bart-eos"));
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let eos = 2;
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let mut data = t.data().to_vec();
+            if name == "final_logits_bias" {
+                assert_eq!(t.dtype(), safetensors::Dtype::F32);
+                data[4 * eos..4 * eos + 4].copy_from_slice(&1.4f32.to_le_bytes());
+            }
+            (name, t.dtype(), t.shape().to_vec(), data)
+        })
+        .collect();
+    let views = tensors.iter().map(|(name, dtype, shape, data)| {
+        let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+        (name.clone(), v)
+    });
+    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    dst
+}
+
 /// Beam search where hypotheses end early (`tests/reference/beam_grid.py`): every length penalty
 /// and `early_stopping` mode of the grid, three returned sequences, `no_repeat_ngram_size` and
 /// `min_new_tokens`; ids equal and scores within 1e-4 of `transformers`.
@@ -175,8 +210,8 @@ fn early_stopping_reads_true_false_and_never() {
 fn beam_search_semantics_match_transformers() {
     use quill::decode::EarlyStopping;
     let dir = tempfile::tempdir().unwrap();
-    let m = model("bart-eos", dir.path());
-    let grid = json("bart-eos", "beam_grid.json");
+    let m = open_converted(&bart_with_eos_bias(dir.path()), "bart-eos", dir.path());
+    let grid = json("bart", "beam_grid.json");
     let input = ids(&grid["input_ids"]);
     let cases = grid["cases"].as_array().unwrap();
     assert!(cases.len() >= 12);

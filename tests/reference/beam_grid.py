@@ -5,9 +5,10 @@ sequences, plus no_repeat_ngram_size and min_new_tokens.
 
 The model is tests/fixtures/hf/bart with final_logits_bias[eos] = 1.4, so that the end-of-sequence
 id competes with the other tokens and hypotheses close at different lengths (with the original
-bias no hypothesis ends before max_new_tokens). It is written to tests/fixtures/hf/bart-eos with
-beam_grid.json: {"input_ids", "cases": [{"kwargs", "hypotheses" (ids after the decoder start,
-up to and including the end-of-sequence id), "scores"}]}.
+bias no hypothesis ends before max_new_tokens). The changed model is only saved to a temporary
+folder (tests/decode.rs makes the same change itself); the goldens go to
+tests/fixtures/hf/bart/beam_grid.json: {"input_ids", "cases": [{"kwargs", "hypotheses" (ids
+after the decoder start, up to and including the end-of-sequence id), "scores"}]}.
 
     ~/quill-ref/venv/bin/python tests/reference/beam_grid.py tests/fixtures/hf
 """
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 import torch
 import transformers
@@ -22,7 +24,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 root = sys.argv[1]
 torch.set_num_threads(2)
-src, dst = os.path.join(root, "bart"), os.path.join(root, "bart-eos")
+src, dst = os.path.join(root, "bart"), os.path.join(tempfile.mkdtemp(), "bart-eos")
 model = AutoModelForSeq2SeqLM.from_pretrained(src).eval()
 with torch.no_grad():
     model.final_logits_bias[0, 2] = 1.4
@@ -55,6 +57,6 @@ for kw in grid:
     scores = [float(s) for s in out.sequences_scores]
     cases.append({"kwargs": kw, "hypotheses": hyps, "scores": scores})
     print(kw, [len(h) for h in hyps], ["%.4f" % s for s in scores])
-with open(os.path.join(dst, "beam_grid.json"), "w") as f:
+with open(os.path.join(src, "beam_grid.json"), "w") as f:
     json.dump({"transformers_version": transformers.__version__, "torch_version": torch.__version__,
                "input_ids": input_ids, "cases": cases}, f, indent=1)

@@ -299,27 +299,34 @@ def phi3():
                [1] + src_ids(None, n=11), decoder_only=True)
 
 
+def t5_v11(name, cfg_cls, model_cls, seed, gen_kwargs=None, **shape):
+    """A T5 v1.1 / Flan-T5-shaped model (gated-gelu, untied lm_head; config.json patched as real
+    checkpoints are: tie_word_embeddings false, no scale_decoder_outputs): t5-gated, mt5, t5-asym.
+    `shape` overrides the tiny defaults."""
+    torch.manual_seed(seed)
+    dims = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4)
+    dims.update(shape)
+    cfg = cfg_cls(
+        vocab_size=V, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
+        eos_token_id=1, decoder_start_token_id=0, **dims,
+    )
+    m = model_cls(cfg)
+    with torch.no_grad():
+        m.shared.weight.normal_(0, 0.1)
+        m.decoder.final_layer_norm.weight.mul_(4)
+    m.lm_head.weight = torch.nn.Parameter(torch.randn(V, dims["d_model"]) * 0.1)
+    m.all_tied_weights_keys.pop("lm_head.weight", None)
+    m.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    toks = make_vocab({0: "<pad>", 1: "</s>", 2: "<unk>"}, V)
+    finish(m, name, toks, dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>"), src_ids(1),
+           gen_kwargs, config_patch={"tie_word_embeddings": False, "scale_decoder_outputs": None})
+
+
 def asymmetric():
     if wanted("mt5"):
-        # ---- mT5: the T5 v1.1 layout (gated-gelu, untied lm_head) under model_type mt5; config
-        # patched as real mt5 checkpoints are (tie_word_embeddings: false).
-        torch.manual_seed(SEED + 2)
-        cfg = MT5Config(
-            vocab_size=V, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-            num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
-            feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
-            eos_token_id=1, decoder_start_token_id=0,
-        )
-        m = MT5ForConditionalGeneration(cfg)
-        with torch.no_grad():
-            m.shared.weight.normal_(0, 0.1)
-            m.decoder.final_layer_norm.weight.mul_(4)
-        m.lm_head.weight = torch.nn.Parameter(torch.randn(V, 64) * 0.1)
-        m.all_tied_weights_keys.pop("lm_head.weight", None)
-        m.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-        toks = make_vocab({0: "<pad>", 1: "</s>", 2: "<unk>"}, V)
-        finish(m, "mt5", toks, dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
-               src_ids(1), config_patch={"tie_word_embeddings": False, "scale_decoder_outputs": None})
+        # ---- mT5: the T5 v1.1 layout under model_type mt5.
+        t5_v11("mt5", MT5Config, MT5ForConditionalGeneration, SEED + 2)
     if wanted("pegasus"):
         # ---- Pegasus (the summarization family): pre-norm with final encoder/decoder norms,
         # Marian's sinusoids (not stored in the checkpoint), scale_embedding, ReLU,
@@ -369,26 +376,11 @@ def asymmetric():
                [0] + src_ids(2, n=11))
     if wanted("t5-asym"):
         # ---- T5 v1.1 shape with d_kv * num_heads = 32 != d_model = 64, 2 encoder and 3 decoder
-        # layers, gated-gelu, untied output (config patched as for t5-gated). Generated without
-        # the KV cache: transformers 5.24 sizes T5's cache by num_layers, so a decoder with more
-        # layers than the encoder fails in generate() with it (IndexError in cache_utils).
-        torch.manual_seed(SEED + 1)
-        cfg = T5Config(
-            vocab_size=V, d_model=64, d_kv=8, d_ff=96, num_layers=2, num_decoder_layers=3,
-            num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
-            feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
-            eos_token_id=1, decoder_start_token_id=0,
-        )
-        m = T5ForConditionalGeneration(cfg)
-        with torch.no_grad():
-            m.shared.weight.normal_(0, 0.1)
-            m.decoder.final_layer_norm.weight.mul_(4)
-        m.lm_head.weight = torch.nn.Parameter(torch.randn(V, 64) * 0.1)
-        m.all_tied_weights_keys.pop("lm_head.weight", None)
-        m.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-        toks = make_vocab({0: "<pad>", 1: "</s>", 2: "<unk>"}, V)
-        finish(m, "t5-asym", toks, dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
-               src_ids(1), {"use_cache": False}, config_patch={"tie_word_embeddings": False, "scale_decoder_outputs": None})
+        # layers. Generated without the KV cache: transformers 5.24 sizes T5's cache by
+        # num_layers, so a decoder with more layers than the encoder fails in generate() with it
+        # (IndexError in cache_utils).
+        t5_v11("t5-asym", T5Config, T5ForConditionalGeneration, SEED + 1, {"use_cache": False},
+               d_kv=8, d_ff=96, num_decoder_layers=3)
 
 
 def original():
@@ -442,22 +434,7 @@ def original():
     # old meaning in config.scale_decoder_outputs; a checkpoint that stores both shared.weight and
     # a different lm_head.weight is loaded untied. config.json is patched to look like a real
     # flan-t5 config (tie_word_embeddings: false, no scale_decoder_outputs).
-    torch.manual_seed(SEED)
-    cfg = T5Config(
-        vocab_size=V, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-        num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
-        eos_token_id=1, decoder_start_token_id=0,
-    )
-    m = T5ForConditionalGeneration(cfg)
-    with torch.no_grad():
-        m.shared.weight.normal_(0, 0.1)
-        m.decoder.final_layer_norm.weight.mul_(4)
-    m.lm_head.weight = torch.nn.Parameter(torch.randn(V, 64) * 0.1)
-    m.all_tied_weights_keys.pop("lm_head.weight", None)
-    m.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-    finish(m, "t5-gated", toks, dict(eos_token="</s>", unk_token="<unk>", pad_token="<pad>"), src_ids(1),
-           config_patch={"tie_word_embeddings": False, "scale_decoder_outputs": None})
+    t5_v11("t5-gated", T5Config, T5ForConditionalGeneration, SEED)
 
     # ---- BART: bos=0, pad=1, eos=2 (= decoder_start), unk=3
     torch.manual_seed(SEED)

@@ -55,10 +55,10 @@ pub fn tokenize(text: &str) -> Vec<String> {
 
 /// ROUGE-N of one pair.
 pub fn rouge_n(target: &[String], prediction: &[String], n: usize) -> Score {
-    let grams = |t: &[String]| counts(t.windows(n).map(<[String]>::to_vec));
-    let (t, p) = (grams(target), grams(prediction));
-    let total = |c: &std::collections::HashMap<Vec<String>, usize>| c.values().sum::<usize>();
-    Score::new(clipped_matches(&p, &t), total(&p), total(&t))
+    let (t, p) = (counts(target.windows(n)), counts(prediction.windows(n)));
+    // Each text has one n-gram per window.
+    let total = |tokens: &[String]| tokens.len().saturating_sub(n - 1);
+    Score::new(clipped_matches(&p, &t), total(prediction), total(target))
 }
 
 /// ROUGE-L of one pair: the longest common subsequence of tokens.

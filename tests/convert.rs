@@ -91,7 +91,7 @@ fn sharded_checkpoints_convert_like_single_files() {
 
 fn refused(name: &str, patch: impl Fn(&mut serde_json::Value)) -> Error {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join(name);
+    let d = dir.path().join("model");
     copy_dir(&fixture(name), &d);
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
@@ -152,6 +152,29 @@ fn unsupported_configurations_are_refused_naming_the_field() {
         c["rope_parameters"]["partial_rotary_factor"] = 0.75.into()
     });
     assert_eq!(field(&e), "partial_rotary_factor");
+}
+
+/// Found by the `hf_config` fuzzer: the tensors are planned before the configuration is
+/// validated, so a hostile layer count planned names until memory ran out. Every family refuses a
+/// count its checkpoint cannot hold, at once.
+#[test]
+fn layer_counts_beyond_the_checkpoint_are_refused_before_planning() {
+    let huge = serde_json::Value::from(u64::MAX / 2);
+    for (fixture, key) in [
+        ("marian", "encoder_layers"),
+        ("bart", "decoder_layers"),
+        ("t5", "num_layers"),
+        ("t5", "num_decoder_layers"),
+        ("gpt2", "n_layer"),
+        ("llama", "num_hidden_layers"),
+        ("phi3", "num_hidden_layers"),
+        ("../lstm/uni-dot", "encoder_layers"),
+        ("../lstm/uni-dot", "decoder_layers"),
+    ] {
+        let e = refused(fixture, |c| c[key] = huge.clone());
+        assert_eq!(field(&e), key, "{fixture}: {e}");
+        assert!(e.to_string().contains("tensors in all"), "{fixture}: {e}");
+    }
 }
 
 #[test]

@@ -47,8 +47,8 @@ pub(super) fn lstm(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>
     let (v, h) = (hf.usize("vocab_size")?, hf.usize("hidden_size")?);
     let mut c = base_config(v, h);
     c.embed_dim = hf.opt_usize("embed_dim")?.filter(|&e| e != h);
-    c.encoder_layers = hf.usize("encoder_layers")?;
-    c.decoder_layers = hf.usize("decoder_layers")?;
+    c.encoder_layers = src.layers("encoder_layers", hf.usize("encoder_layers")?)?;
+    c.decoder_layers = src.layers("decoder_layers", hf.usize("decoder_layers")?)?;
     c.bidirectional = hf.opt_bool("bidirectional")?.unwrap_or(false);
     c.input_feeding = hf.opt_bool("input_feeding")?.unwrap_or(false);
     c.positions = Positions::None;

@@ -26,8 +26,8 @@ pub(super) fn bart_family(
         ));
     }
     let mut c = base_config(vocab, d);
-    c.encoder_layers = hf.usize("encoder_layers")?;
-    c.decoder_layers = hf.usize("decoder_layers")?;
+    c.encoder_layers = src.layers("encoder_layers", hf.usize("encoder_layers")?)?;
+    c.decoder_layers = src.layers("decoder_layers", hf.usize("decoder_layers")?)?;
     // The decoder's heads and feed-forward width may differ from the encoder's (distilled
     // students, asymmetric stacks).
     c.heads = hf.usize("encoder_attention_heads")?;

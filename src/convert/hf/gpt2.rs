@@ -9,7 +9,7 @@ use crate::format::{Arch, Config};
 pub(super) fn gpt2(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
     let d = hf.usize("n_embd")?;
     let mut c = base_config(hf.usize("vocab_size")?, d);
-    c.decoder_layers = hf.usize("n_layer")?;
+    c.decoder_layers = src.layers("n_layer", hf.usize("n_layer")?)?;
     c.heads = hf.usize("n_head")?;
     c.ffn_dim = hf.opt_usize("n_inner")?.unwrap_or(4 * d);
     c.activation = activation(

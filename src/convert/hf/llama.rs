@@ -7,7 +7,7 @@ use crate::format::names::{self, Ffn, Proj};
 use crate::format::{Arch, Config, Norm, Positions};
 
 pub(super) fn llama(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
-    let c = config(hf)?;
+    let c = config(hf, src)?;
     let mut p = Vec::new();
     plan(&mut p, names::EMBED, "model.embed_tokens.weight", Op::Copy);
     for i in 0..c.decoder_layers {
@@ -51,10 +51,10 @@ pub(super) fn plan_tail(p: &mut Vec<Planned>, src: &Sources) -> Result<()> {
 
 /// The configuration the Llama-shaped families share: widths, grouped-query heads, rotary
 /// positions (refusing scaled rotary schemes), a sliding window as the limit of positions.
-pub(super) fn config(hf: &Hf) -> Result<Config> {
+pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
     let d = hf.usize("hidden_size")?;
     let mut c = base_config(hf.usize("vocab_size")?, d);
-    c.decoder_layers = hf.usize("num_hidden_layers")?;
+    c.decoder_layers = src.layers("num_hidden_layers", hf.usize("num_hidden_layers")?)?;
     c.heads = hf.usize("num_attention_heads")?;
     c.kv_heads = hf.opt_usize("num_key_value_heads")?;
     c.head_dim = hf.opt_usize("head_dim")?;

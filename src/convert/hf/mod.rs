@@ -122,6 +122,22 @@ impl<'a> Sources<'a> {
         self.index.contains_key(name)
     }
 
+    /// The layer count `n` read from `field`, refused when the checkpoint cannot hold that many
+    /// layers (each has tensors of its own): planned before the configuration is validated, a
+    /// hostile count would otherwise plan billions of tensors.
+    pub(crate) fn layers(&self, field: &str, n: usize) -> Result<usize> {
+        if n > self.index.len() {
+            return Err(Error::bad_config(
+                field,
+                format!(
+                    "{n} layers, but the checkpoint holds {} tensors in all",
+                    self.index.len()
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
     /// `(dtype, shape, values as f32)`.
     pub(crate) fn load(&self, name: &str) -> Result<(DType, Vec<usize>, Vec<f32>)> {
         let f = &self.files[*self

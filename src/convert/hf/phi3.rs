@@ -10,7 +10,7 @@ use crate::format::names::{self, Ffn, Proj};
 use crate::format::{Arch, Config};
 
 pub(super) fn phi3(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
-    let c = llama::config(hf)?;
+    let c = llama::config(hf, src)?;
     // transformers 5 keeps it in rope_parameters, earlier versions at the top level.
     let factor = hf.0["rope_parameters"]["partial_rotary_factor"].as_f64();
     if let Some(f) = factor.or(hf.opt_f64("partial_rotary_factor")?)

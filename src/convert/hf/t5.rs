@@ -10,10 +10,12 @@ use crate::format::{Arch, Config, Norm, Positions};
 pub(super) fn t5(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
     let d = hf.usize("d_model")?;
     let mut c = base_config(hf.usize("vocab_size")?, d);
-    c.encoder_layers = hf.usize("num_layers")?;
-    c.decoder_layers = hf
-        .opt_usize("num_decoder_layers")?
-        .unwrap_or(c.encoder_layers);
+    c.encoder_layers = src.layers("num_layers", hf.usize("num_layers")?)?;
+    c.decoder_layers = src.layers(
+        "num_decoder_layers",
+        hf.opt_usize("num_decoder_layers")?
+            .unwrap_or(c.encoder_layers),
+    )?;
     c.heads = hf.usize("num_heads")?;
     c.head_dim = Some(hf.usize("d_kv")?);
     c.ffn_dim = hf.usize("d_ff")?;

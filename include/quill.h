@@ -476,15 +476,28 @@ quill_status quill_generate_ids(quill_session *session,
                                 void *user,
                                 quill_result **out);
 
-// Chat with a decoder-only model: adds `text` (UTF-8, formatted as the model expects its
-// turns) to the conversation kept in `session` and generates the reply, prefilling only the new
-// tokens after the cache of earlier turns. Greedy or sampling (`params->beams` must be 1;
+// Adds a message with `role` (`system`, `user`, `assistant`, or any role the template knows)
+// and `content` (both UTF-8) to the conversation of `session` without generating: a system
+// message before the first turn, or earlier turns to continue from. Needs a model with a chat
+// template (`QUILL_ERR_INVALID_ARGUMENT` otherwise). The template sees the message at the next
+// `quill_chat_turn`, which reports a role it refuses. The session's thread only.
+//
+// # Safety
+// `session` live; `role` and `content` NUL-terminated.
+quill_status quill_chat_add(quill_session *session, const char *role, const char *content);
+
+// Chat with a decoder-only model: adds `text` (UTF-8) to the conversation kept in `session`
+// and generates the reply, prefilling only the new tokens after the cache of earlier turns.
+// A model with a chat template (`quill.chat_template`: converted from a checkpoint that ships
+// one) takes `text` as the user's message and formats the conversation with its template (see
+// `quill_chat_add` for system messages); without a template, `text` is given to the model as it
+// is (formatted as the model expects its turns). Greedy or sampling (`params->beams` must be 1;
 // `params` NULL: the model's defaults with one beam); `callback` streams the reply. `*out` gets
 // a result with one input and one hypothesis (the reply). The conversation lives in one
 // sequence of the session, `max_input_len + max_new_tokens` tokens in all: a reply that reaches
 // the end stops there (not flagged `stopped`), and a turn that does not fit any more is
-// `QUILL_ERR_INVALID_ARGUMENT`; `quill_session_reset` starts a new conversation. The session's
-// thread only.
+// `QUILL_ERR_INVALID_ARGUMENT` (the conversation is then as before the call);
+// `quill_session_reset` starts a new conversation. The session's thread only.
 //
 // # Safety
 // `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.

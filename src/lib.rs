@@ -20,6 +20,8 @@
 //! Running a model: `Model::open`, `Session::new`, then `quill::decode::generate` (ids) with
 //! `quill::decode::text` (text in and out); see README.md.
 
+#[cfg(feature = "chat")]
+pub mod chat;
 pub mod convert;
 pub mod decode;
 pub mod error;

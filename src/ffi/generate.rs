@@ -2,6 +2,8 @@
 //! defaults and checks are `decode::Params`'; the text of results and streams is
 //! `decode::text`'s.
 
+#[cfg(not(feature = "chat"))]
+use std::convert::Infallible;
 use std::ffi::c_char;
 
 use super::model::{model_ref, quill_model};
@@ -226,7 +228,7 @@ unsafe fn emit(
 /// Runs a generation; `with_text` decides whether results and streams carry text.
 #[allow(clippy::too_many_arguments)]
 fn run_generation(
-    parts: SessionParts,
+    mut parts: SessionParts,
     inputs: Vec<Vec<u32>>,
     with_text: bool,
     params: *const quill_generate_params,
@@ -240,7 +242,7 @@ fn run_generation(
     }
     let model = parts.session.model().clone();
     let o = p.options(&model, parts.session.limits())?;
-    *parts.chat = crate::decode::Chat::new();
+    parts.forget_chat();
     let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
     let generation = match callback {
         None => crate::decode::generate(parts.session, &refs, &o, Some(parts.cancel), None)?,
@@ -384,15 +386,81 @@ pub unsafe extern "C" fn quill_generate_ids(
     })
 }
 
-/// Chat with a decoder-only model: adds `text` (UTF-8, formatted as the model expects its
-/// turns) to the conversation kept in `session` and generates the reply, prefilling only the new
-/// tokens after the cache of earlier turns. Greedy or sampling (`params->beams` must be 1;
+/// The session's conversation under its model's chat template, made at its first use; None
+/// when the model has no template.
+#[cfg(feature = "chat")]
+fn conversation<'c>(
+    slot: &'c mut super::session::ConversationSlot,
+    model: &crate::model::Model,
+) -> Result<Option<&'c mut crate::chat::Conversation>, Error> {
+    if slot.is_none() {
+        *slot = crate::chat::ChatTemplate::of_model(model)?.map(crate::chat::Conversation::new);
+    }
+    Ok(slot.as_mut())
+}
+
+/// Without the `chat` feature no model has a usable template.
+#[cfg(not(feature = "chat"))]
+fn conversation<'c>(
+    slot: &'c mut super::session::ConversationSlot,
+    _: &crate::model::Model,
+) -> Result<Option<&'c mut Infallible>, Error> {
+    Ok(slot.as_mut())
+}
+
+/// Adds a message with `role` (`system`, `user`, `assistant`, or any role the template knows)
+/// and `content` (both UTF-8) to the conversation of `session` without generating: a system
+/// message before the first turn, or earlier turns to continue from. Needs a model with a chat
+/// template (`QUILL_ERR_INVALID_ARGUMENT` otherwise). The template sees the message at the next
+/// `quill_chat_turn`, which reports a role it refuses. The session's thread only.
+///
+/// # Safety
+/// `session` live; `role` and `content` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn quill_chat_add(
+    session: *mut quill_session,
+    role: *const c_char,
+    content: *const c_char,
+) -> quill_status {
+    guard(|| {
+        let parts = unsafe { session_mut(session) }?;
+        let model = parts.session.model().clone();
+        let limit = max_input_text(parts.session);
+        let role = unsafe { c_text(role, "role", 64) }?;
+        let content = unsafe { c_text(content, "content", limit) }?;
+        if role.is_empty() {
+            return Err(arg("role"));
+        }
+        let Some(c) = conversation(parts.conversation, &model)? else {
+            return Err(Error::InvalidArgument(
+                "quill_chat_add: the model has no chat template".into(),
+            ));
+        };
+        #[cfg(feature = "chat")]
+        {
+            c.push(crate::chat::Message::new(role, content));
+            Ok(())
+        }
+        #[cfg(not(feature = "chat"))]
+        {
+            let _ = (role, content);
+            match *c {}
+        }
+    })
+}
+
+/// Chat with a decoder-only model: adds `text` (UTF-8) to the conversation kept in `session`
+/// and generates the reply, prefilling only the new tokens after the cache of earlier turns.
+/// A model with a chat template (`quill.chat_template`: converted from a checkpoint that ships
+/// one) takes `text` as the user's message and formats the conversation with its template (see
+/// `quill_chat_add` for system messages); without a template, `text` is given to the model as it
+/// is (formatted as the model expects its turns). Greedy or sampling (`params->beams` must be 1;
 /// `params` NULL: the model's defaults with one beam); `callback` streams the reply. `*out` gets
 /// a result with one input and one hypothesis (the reply). The conversation lives in one
 /// sequence of the session, `max_input_len + max_new_tokens` tokens in all: a reply that reaches
 /// the end stops there (not flagged `stopped`), and a turn that does not fit any more is
-/// `QUILL_ERR_INVALID_ARGUMENT`; `quill_session_reset` starts a new conversation. The session's
-/// thread only.
+/// `QUILL_ERR_INVALID_ARGUMENT` (the conversation is then as before the call);
+/// `quill_session_reset` starts a new conversation. The session's thread only.
 ///
 /// # Safety
 /// `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.
@@ -423,45 +491,57 @@ pub unsafe extern "C" fn quill_chat_turn(
             return Err(arg("out"));
         }
         let o = p.options(&model, parts.session.limits())?;
-        let tokens = text::encode(&model, msg, parts.chat.history().is_empty())?;
-        let reply = match callback {
-            None => parts
-                .chat
-                .turn(parts.session, &tokens, &o, Some(parts.cancel), None)?,
-            Some(cb) => {
-                let mut stream = TextStream::new(&model, 1)?;
-                let mut failure = None;
-                let mut stopped = false;
-                let mut f = |e: StreamEvent| {
-                    let piece = match stream.push(0, e.ids) {
-                        Ok(t) => t,
-                        Err(err) => {
-                            failure = Some(err);
-                            return Flow::Stop;
-                        }
-                    };
-                    // SAFETY: the caller's function, with pointers valid for the call.
-                    stopped = unsafe { emit(cb, user, 0, e.ids, Some(&piece)) };
-                    if stopped { Flow::Stop } else { Flow::Continue }
-                };
-                let reply = parts.chat.turn(
-                    parts.session,
-                    &tokens,
-                    &o,
-                    Some(parts.cancel),
-                    Some(&mut f),
-                )?;
-                if let Some(e) = failure {
-                    return Err(e);
+        let conversation = conversation(parts.conversation, &model)?;
+        let mut stream = match callback {
+            Some(_) => Some(TextStream::new(&model, 1)?),
+            None => None,
+        };
+        let mut failure = None;
+        let mut stopped = false;
+        let mut f = |e: StreamEvent| {
+            let (Some(cb), Some(stream)) = (callback, stream.as_mut()) else {
+                return Flow::Continue;
+            };
+            let piece = match stream.push(0, e.ids) {
+                Ok(t) => t,
+                Err(err) => {
+                    failure = Some(err);
+                    return Flow::Stop;
                 }
-                // Held-back text (a trailing run of byte pieces), in one last call without ids.
-                let rest = stream.finish(0)?;
-                if !stopped && !rest.is_empty() {
-                    unsafe { emit(cb, user, 0, &[], Some(&rest)) };
-                }
-                reply
+            };
+            // SAFETY: the caller's function, with pointers valid for the call.
+            stopped = unsafe { emit(cb, user, 0, e.ids, Some(&piece)) };
+            if stopped { Flow::Stop } else { Flow::Continue }
+        };
+        let cb: Option<&mut dyn FnMut(StreamEvent) -> Flow> = match callback {
+            Some(_) => Some(&mut f),
+            None => None,
+        };
+        let cancel = Some(parts.cancel);
+        let (reply, was_stopped) = match conversation {
+            #[cfg(not(feature = "chat"))]
+            Some(never) => match *never {},
+            #[cfg(feature = "chat")]
+            Some(c) => {
+                let r = c.turn(parts.session, msg, &o, cancel, cb)?;
+                (r, c.stopped())
+            }
+            None => {
+                let tokens = text::encode(&model, msg, parts.chat.history().is_empty())?;
+                let r = parts.chat.turn(parts.session, &tokens, &o, cancel, cb)?;
+                (r, parts.chat.stopped())
             }
         };
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let (Some(cb), Some(stream)) = (callback, stream.as_mut()) {
+            // Held-back text (a trailing run of byte pieces), in one last call without ids.
+            let rest = stream.finish(0)?;
+            if !stopped && !rest.is_empty() {
+                unsafe { emit(cb, user, 0, &[], Some(&rest)) };
+            }
+        }
         let hyp = ResultHyp {
             text: Some(c_string(&text::text_of(&model, &reply.ids)?)),
             ids: reply.ids,
@@ -469,7 +549,7 @@ pub unsafe extern "C" fn quill_chat_turn(
         };
         let r = quill_result {
             outputs: vec![vec![hyp]],
-            stopped: parts.chat.stopped(),
+            stopped: was_stopped,
         };
         put(out, Box::into_raw(Box::new(r)), "out")
     })

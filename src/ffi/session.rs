@@ -13,7 +13,16 @@ pub struct quill_session {
     cancel: crate::model::CancelHandle,
     /// The conversation of `quill_chat_turn` (decoder-only models).
     chat: std::cell::UnsafeCell<crate::decode::Chat>,
+    /// ... and its messages, for a model with a chat template (made at its first use).
+    conversation: std::cell::UnsafeCell<ConversationSlot>,
 }
+
+/// The conversation of a session whose model has a chat template (none without the `chat`
+/// feature).
+#[cfg(feature = "chat")]
+pub(crate) type ConversationSlot = Option<crate::chat::Conversation>;
+#[cfg(not(feature = "chat"))]
+pub(crate) type ConversationSlot = Option<std::convert::Infallible>;
 
 /// Limits a session is sized for (all memory is allocated when it is created). 0 for a length
 /// or for `beams` means "fit the model": 512 input tokens, the model's default number of new
@@ -119,6 +128,7 @@ pub unsafe extern "C" fn quill_session_new(
             session: std::cell::UnsafeCell::new(session),
             cancel: crate::model::CancelHandle::new(),
             chat: std::cell::UnsafeCell::new(crate::decode::Chat::new()),
+            conversation: std::cell::UnsafeCell::new(None),
         };
         put(out, Box::into_raw(Box::new(h)), "out")
     })
@@ -139,7 +149,17 @@ pub unsafe extern "C" fn quill_session_free(session: *mut quill_session) {
 pub(crate) struct SessionParts<'a> {
     pub session: &'a mut crate::model::Session,
     pub chat: &'a mut crate::decode::Chat,
+    pub conversation: &'a mut ConversationSlot,
     pub cancel: &'a crate::model::CancelHandle,
+}
+
+impl SessionParts<'_> {
+    /// Ends the conversation (its messages too): the session's cache is about to hold
+    /// something else.
+    pub fn forget_chat(&mut self) {
+        *self.chat = crate::decode::Chat::new();
+        *self.conversation = None;
+    }
 }
 
 /// # Safety
@@ -153,6 +173,7 @@ pub(crate) unsafe fn session_mut<'a>(s: *mut quill_session) -> Result<SessionPar
         Ok(SessionParts {
             session: &mut *(*s).session.get(),
             chat: &mut *(*s).chat.get(),
+            conversation: &mut *(*s).conversation.get(),
             cancel: &*std::ptr::addr_of!((*s).cancel),
         })
     }
@@ -166,9 +187,9 @@ pub(crate) unsafe fn session_mut<'a>(s: *mut quill_session) -> Result<SessionPar
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn quill_session_reset(session: *mut quill_session) -> quill_status {
     guard(|| {
-        let p = unsafe { session_mut(session) }?;
+        let mut p = unsafe { session_mut(session) }?;
         p.session.reset();
-        *p.chat = crate::decode::Chat::new();
+        p.forget_chat();
         p.cancel.reset();
         Ok(())
     })
@@ -278,10 +299,10 @@ pub unsafe extern "C" fn quill_session_start(
     n: usize,
 ) -> quill_status {
     guard(|| {
-        let p = unsafe { session_mut(session) }?;
+        let mut p = unsafe { session_mut(session) }?;
         let v = unsafe { id_inputs(inputs, lens, n, p.session.limits()) }?;
         let refs: Vec<&[u32]> = v.iter().map(Vec::as_slice).collect();
-        *p.chat = crate::decode::Chat::new();
+        p.forget_chat();
         p.session.set_cancel(Some(p.cancel.clone()));
         let r = if p.cancel.is_cancelled() {
             Err(Error::Cancelled)

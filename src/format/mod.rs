@@ -35,4 +35,6 @@ pub mod keys {
     pub const GENERATION: &str = "quill.generation";
     /// What wrote the file, from what (free text).
     pub const PRODUCER: &str = "quill.producer";
+    /// The chat template and its special tokens, a JSON object (`crate::chat::TemplateSpec`).
+    pub const CHAT_TEMPLATE: &str = "quill.chat_template";
 }

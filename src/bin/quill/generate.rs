@@ -189,11 +189,31 @@ pub fn run_text(_: &Model, _: &[String], _: &DecodeArgs) -> quill::Result<()> {
 }
 
 /// Reads messages from standard input, one per line, and streams each reply; the KV cache is
-/// kept across turns.
+/// kept across turns. With the model's chat template each line is a user message; without one,
+/// the line is the model's input as it is.
 #[cfg(feature = "tokenizer")]
-pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<()> {
+pub fn chat(
+    m: &Model,
+    args: &DecodeArgs,
+    system: Option<&str>,
+    max_context: usize,
+) -> quill::Result<()> {
     let mut o = args.options(m)?;
     let mut s = session_for(m, 1, max_context, 1, &mut o)?;
+    #[cfg(feature = "chat")]
+    let mut conv = quill::chat::ChatTemplate::of_model(m)?.map(quill::chat::Conversation::new);
+    #[cfg(not(feature = "chat"))]
+    let mut conv: Option<std::convert::Infallible> = None;
+    match (&mut conv, system) {
+        #[cfg(feature = "chat")]
+        (Some(c), Some(sys)) => c.push(quill::chat::Message::new("system", sys)),
+        (None, Some(_)) => {
+            return Err(quill::Error::InvalidArgument(
+                "--system needs a model with a chat template".into(),
+            ));
+        }
+        _ => {}
+    }
     let mut chat = Chat::new();
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -207,8 +227,7 @@ pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<(
         {
             return Ok(());
         }
-        let first = chat.history().is_empty();
-        let msg = text::encode(m, line.trim_end_matches('\n'), first)?;
+        let msg = line.trim_end_matches('\n');
         let mut stream = text::TextStream::new(m, 1)?;
         let mut cb = |e: StreamEvent| {
             if let Ok(p) = stream.push(0, e.ids) {
@@ -217,13 +236,25 @@ pub fn chat(m: &Model, args: &DecodeArgs, max_context: usize) -> quill::Result<(
             }
             Flow::Continue
         };
-        chat.turn(&mut s, &msg, &o, None, Some(&mut cb))?;
+        match &mut conv {
+            #[cfg(feature = "chat")]
+            Some(c) => {
+                c.push(quill::chat::Message::new("user", msg));
+                c.reply(&mut s, &o, None, Some(&mut cb))?;
+            }
+            #[cfg(not(feature = "chat"))]
+            Some(never) => match *never {},
+            None => {
+                let ids = text::encode(m, msg, chat.history().is_empty())?;
+                chat.turn(&mut s, &ids, &o, None, Some(&mut cb))?;
+            }
+        }
         println!("{}", stream.finish(0)?);
     }
 }
 
 #[cfg(not(feature = "tokenizer"))]
-pub fn chat(_: &Model, _: &DecodeArgs, _: usize) -> quill::Result<()> {
+pub fn chat(_: &Model, _: &DecodeArgs, _: Option<&str>, _: usize) -> quill::Result<()> {
     Err(quill::Error::InvalidArgument(
         "chat needs the tokenizer (feature `tokenizer`)".into(),
     ))

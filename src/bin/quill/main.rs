@@ -47,10 +47,15 @@ enum Command {
         threads: usize,
     },
     /// Talk with a decoder-only model: one message per line on standard input; replies stream.
+    /// A model with a chat template (converted from a checkpoint that ships one) gets each line
+    /// as a user message formatted by it; others get the lines as they are.
     Chat {
         model: PathBuf,
         #[command(flatten)]
         decode: DecodeArgs,
+        /// A system message first (needs the model's chat template).
+        #[arg(long)]
+        system: Option<String>,
         /// Longest conversation, in tokens, the session holds.
         #[arg(long, default_value_t = 2048)]
         max_context: usize,
@@ -171,11 +176,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Chat {
             model,
             decode,
+            system,
             max_context,
             threads,
         } => {
             let m = open(&model, threads)?;
-            generate::chat(&m, &decode, max_context)?;
+            generate::chat(&m, &decode, system.as_deref(), max_context)?;
         }
         Command::Eval {
             model,

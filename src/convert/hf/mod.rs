@@ -413,6 +413,9 @@ pub fn convert_hf(
     if let Some(t) = &tokenizer {
         w.set_tokenizer(t)?;
     }
+    if let Some(spec) = find_chat_template(dir)? {
+        w.set_metadata(keys::CHAT_TEMPLATE, spec.to_string());
+    }
     let mut reports = Vec::new();
     let total = plan.len();
     for (done, t) in plan.iter().enumerate() {
@@ -478,6 +481,61 @@ pub fn convert_hf(
         tensors: total,
         quantization: reports,
     })
+}
+
+/// The chat template of a checkpoint, as `quill.chat_template` stores it (`{"template",
+/// "bos_token", "eos_token"}`): `chat_template.jinja` (what `transformers` writes since 4.43),
+/// else `tokenizer_config.json`'s `chat_template` (a string, or a list of named templates: the
+/// one named `default`). The special tokens come from `tokenizer_config.json` (a string or an
+/// added-token object with `content`). The template is compiled here, so a broken one fails the
+/// conversion rather than the first chat.
+fn find_chat_template(dir: &Path) -> Result<Option<Value>> {
+    let cfg_path = dir.join("tokenizer_config.json");
+    let cfg = if cfg_path.exists() {
+        read_json(&cfg_path)?
+    } else {
+        Value::Null
+    };
+    let jinja = dir.join("chat_template.jinja");
+    let template = if jinja.exists() {
+        Some(
+            std::fs::read_to_string(&jinja)
+                .map_err(|e| Error::io(jinja.display().to_string(), e))?,
+        )
+    } else {
+        match &cfg["chat_template"] {
+            Value::Null => None,
+            Value::String(t) => Some(t.clone()),
+            Value::Array(named) => named
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(String::from),
+            other => {
+                return Err(Error::bad_config(
+                    "chat_template",
+                    format!("expected a string or a list of named templates, found {other}"),
+                ));
+            }
+        }
+    };
+    let Some(template) = template else {
+        return Ok(None);
+    };
+    let token = |k: &str| match &cfg[k] {
+        Value::String(s) => Some(s.clone()),
+        v => v["content"].as_str().map(String::from),
+    };
+    let spec = serde_json::json!({
+        "template": template,
+        "bos_token": token("bos_token"),
+        "eos_token": token("eos_token"),
+    });
+    #[cfg(feature = "chat")]
+    crate::chat::ChatTemplate::new(
+        serde_json::from_value(spec.clone()).expect("the fields of TemplateSpec"),
+    )?;
+    Ok(Some(spec))
 }
 
 /// `tokenizer.json` when the checkpoint has one; else a SentencePiece model imported (T5:

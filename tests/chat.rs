@@ -1,0 +1,337 @@
+//! Chat templates against `transformers`: the real `chat_template` strings of six model families
+//! (`tests/fixtures/chat/*.json`, provenance in each file), rendered by `apply_chat_template`
+//! (`tests/reference/chat_goldens.py`), must come out of `quill::chat` byte for byte; the cases
+//! the template refuses must be refused.
+#![cfg(feature = "chat")]
+
+use quill::chat::{ChatTemplate, Message, TemplateSpec};
+use serde_json::Value;
+use std::path::Path;
+
+fn fixtures() -> Vec<(String, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat");
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let v = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            (p.file_stem().unwrap().to_string_lossy().into_owned(), v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn template(f: &Value) -> ChatTemplate {
+    ChatTemplate::new(TemplateSpec {
+        template: f["template"].as_str().unwrap().into(),
+        bos_token: f["bos_token"].as_str().map(String::from),
+        eos_token: f["eos_token"].as_str().map(String::from),
+    })
+    .unwrap()
+}
+
+/// The messages of a case, or None when the case needs more than roles and texts (tools, tool
+/// calls, extra template variables), which quill's messages do not carry.
+fn messages(case: &Value) -> Option<Vec<Message>> {
+    if case.get("tools").is_some_and(|t| !t.is_null()) || case.get("kwargs").is_some() {
+        return None;
+    }
+    case["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let m = m.as_object().unwrap();
+            if m.keys().any(|k| k != "role" && k != "content") {
+                return None;
+            }
+            Some(Message::new(
+                m["role"].as_str().unwrap(),
+                m["content"].as_str()?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn six_families_render_like_transformers() {
+    let fixtures = fixtures();
+    assert!(fixtures.len() >= 6, "{} fixtures", fixtures.len());
+    let (mut rendered, mut refused) = (0, 0);
+    for (family, f) in &fixtures {
+        let t = template(f);
+        for case in f["cases"].as_array().unwrap() {
+            let name = format!("{family}/{}", case["name"].as_str().unwrap());
+            let Some(msgs) = messages(case) else {
+                continue;
+            };
+            let add = case["add_generation_prompt"].as_bool().unwrap();
+            let got = t.render(&msgs, add);
+            if case.get("error").is_some_and(|e| e == true) {
+                let e = got.expect_err(&name);
+                assert!(matches!(e, quill::Error::InvalidArgument(_)), "{name}: {e}");
+                // The template's own message reaches the caller.
+                let want = case["error_message"].as_str().unwrap();
+                assert!(e.to_string().contains(want), "{name}: {e} (want {want})");
+                refused += 1;
+            } else {
+                let want = case["rendered"].as_str().unwrap();
+                assert_eq!(got.unwrap(), want, "{name}");
+                rendered += 1;
+            }
+        }
+    }
+    // Every family's plain cases ran (4 or 5 each), and the refusals of Gemma and Mistral.
+    assert!(
+        rendered >= 30 && refused >= 3,
+        "{rendered} rendered, {refused} refused"
+    );
+}
+
+#[test]
+fn broken_and_runaway_templates_are_errors() {
+    let spec = |t: &str| TemplateSpec {
+        template: t.into(),
+        bos_token: None,
+        eos_token: None,
+    };
+    // A syntax error names the metadata key.
+    let e = ChatTemplate::new(spec("{% for m in messages %}{{ m.content }}")).unwrap_err();
+    assert!(e.to_string().contains("quill.chat_template"), "{e}");
+    // A template that would loop for hours runs out of its budget instead.
+    let t = ChatTemplate::new(spec(
+        "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}x{% endfor %}{% endfor %}{% endfor %}",
+    ))
+    .unwrap();
+    let start = std::time::Instant::now();
+    let e = t.render(&[Message::new("user", "hi")], true).unwrap_err();
+    assert!(e.to_string().contains("fuel"), "{e}");
+    assert!(start.elapsed().as_secs() < 30);
+    // An undefined special token is undefined, not the string "None".
+    let t = ChatTemplate::new(spec(
+        "{% if bos_token is defined %}B{% endif %}{{ messages[0]['content'] }}",
+    ))
+    .unwrap();
+    assert_eq!(
+        t.render(&[Message::new("user", "hi")], false).unwrap(),
+        "hi"
+    );
+}
+
+/// The tiny Qwen2 fixture converted with the real Qwen2.5 template in its
+/// `tokenizer_config.json` (and an added-token object as `eos_token`): the `.quill` path and the
+/// template's fixture.
+fn qwen_with_template(dir: &Path) -> (std::path::PathBuf, Value) {
+    use quill::convert::hf::{ConvertOptions, convert_hf};
+    let qwen = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "qwen2_5")
+        .unwrap()
+        .1;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/qwen2");
+    let hf = dir.join("qwen2");
+    std::fs::create_dir(&hf).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, hf.join(p.file_name().unwrap())).unwrap();
+    }
+    let cfg_path = hf.join("tokenizer_config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["chat_template"] = qwen["template"].clone();
+    cfg["eos_token"] = serde_json::json!({"content": "<|endoftext|>", "special": true});
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = dir.join("qwen2.quill");
+    convert_hf(&hf, &out, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    (out, qwen)
+}
+
+/// A converted checkpoint keeps its `chat_template`; a conversation of three turns then
+/// prefills each turn's new text only, after the cache of the turns before.
+#[test]
+fn converted_templates_drive_conversations_that_prefill_only_new_turns() {
+    use quill::decode::{GenerateOptions, text};
+    use quill::{Limits, Model, OpenOptions, Session};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (out, qwen) = qwen_with_template(dir.path());
+    let m = Model::open(
+        &out,
+        &OpenOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    let t = ChatTemplate::of_model(&m)
+        .unwrap()
+        .expect("the template was converted");
+    assert_eq!(t.spec().template, qwen["template"].as_str().unwrap());
+    assert_eq!(t.spec().eos_token.as_deref(), Some("<|endoftext|>"));
+    assert_eq!(t.spec().bos_token.as_deref(), Some("<|endoftext|>"));
+
+    let limits = Limits {
+        max_batch: 1,
+        max_input_len: 512,
+        max_new_tokens: 256,
+        beams: 1,
+        ..Default::default()
+    };
+    let mut s = Session::new(&m, limits).unwrap();
+    let o = GenerateOptions {
+        max_new_tokens: 5,
+        ..Default::default()
+    };
+    let mut conv = quill::chat::Conversation::new(t);
+    conv.push(Message::new("system", "You are terse."));
+    let mut fed = String::new();
+    for (turn, msg) in ["Hello there.", "What is a cache?", "Thanks!"]
+        .iter()
+        .enumerate()
+    {
+        conv.push(Message::new("user", msg));
+        let check = ChatTemplate::of_model(&m).unwrap().unwrap();
+        let prompt = check.render(conv.messages(), true).unwrap();
+        let whole = text::encode(&m, &prompt, false).unwrap().len();
+        let new = text::encode(&m, prompt.strip_prefix(fed.as_str()).unwrap(), false)
+            .unwrap()
+            .len();
+        let reply = conv.reply(&mut s, &o, None, None).unwrap();
+        assert_eq!(conv.last_prefill(), new, "turn {turn}");
+        if turn > 0 {
+            assert!(
+                new < whole / 2,
+                "turn {turn}: {new} of {whole} tokens prefilled"
+            );
+        }
+        // The cache holds the conversation but the last reply's final id (fed with the next turn).
+        assert_eq!(s.cached_len(), conv.history().len() - 1, "turn {turn}");
+        assert_eq!(conv.messages().last().unwrap().role, "assistant");
+        assert_eq!(
+            conv.messages().last().unwrap().content,
+            text::text_of(&m, &reply.ids).unwrap()
+        );
+        fed = prompt + &text::decode(&m, &reply.ids, false).unwrap();
+    }
+    assert_eq!(conv.messages().len(), 7);
+}
+
+/// `quill_chat_add` and `quill_chat_turn` on a model with a template give the replies of the
+/// Rust conversation; on a model without one, `quill_chat_add` is refused and `quill_chat_turn`
+/// takes the text as it is.
+#[test]
+fn the_c_api_formats_turns_with_the_template() {
+    use quill::ffi::*;
+    use std::ffi::{CStr, CString};
+    use std::ptr::null_mut;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = qwen_with_template(dir.path());
+    let m = quill::Model::open(&path, &quill::OpenOptions::default()).unwrap();
+    let mut s = quill::Session::new(&m, quill::Limits::default().fit(&m)).unwrap();
+    let o = quill::decode::GenerateOptions {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let mut conv = quill::chat::Conversation::new(ChatTemplate::of_model(&m).unwrap().unwrap());
+    conv.push(Message::new("system", "Be brief."));
+    let turns = ["Hi!", "Tell me more."];
+    let want: Vec<String> = turns
+        .iter()
+        .map(|t| {
+            let r = conv.turn(&mut s, t, &o, None, None).unwrap();
+            quill::decode::text::text_of(&m, &r.ids).unwrap()
+        })
+        .collect();
+    assert!(want.iter().all(|w| !w.is_empty()), "{want:?}");
+
+    let c = |t: &str| CString::new(t).unwrap();
+    unsafe {
+        let mut model = null_mut();
+        assert_eq!(
+            quill_model_open(
+                c(path.to_str().unwrap()).as_ptr(),
+                std::ptr::null(),
+                &mut model
+            ),
+            quill_status::QUILL_OK
+        );
+        let mut session = null_mut();
+        assert_eq!(
+            quill_session_new(model, std::ptr::null(), &mut session),
+            quill_status::QUILL_OK
+        );
+        let mut gp: quill_generate_params = std::mem::zeroed();
+        quill_generate_params_init(
+            std::ptr::null(),
+            &mut gp,
+            std::mem::size_of::<quill_generate_params>(),
+        );
+        gp.max_new_tokens = 6;
+        gp.beams = 1;
+        gp.n_best = 1;
+        assert_eq!(
+            quill_chat_add(session, c("system").as_ptr(), c("Be brief.").as_ptr()),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(
+            quill_chat_add(session, c("").as_ptr(), c("x").as_ptr()),
+            quill_status::QUILL_ERR_INVALID_ARGUMENT
+        );
+        for (t, want) in turns.iter().zip(&want) {
+            let mut r = null_mut();
+            assert_eq!(
+                quill_chat_turn(session, c(t).as_ptr(), &gp, None, null_mut(), &mut r),
+                quill_status::QUILL_OK
+            );
+            let mut text = std::ptr::null();
+            assert_eq!(
+                quill_result_text(r, 0, 0, &mut text),
+                quill_status::QUILL_OK
+            );
+            assert_eq!(CStr::from_ptr(text).to_str().unwrap(), want);
+            quill_result_free(r);
+        }
+        quill_session_free(session);
+        quill_model_free(model);
+
+        // Without a template: the text goes as it is, and messages with roles are refused.
+        let plain = dir.path().join("plain.quill");
+        quill::convert::hf::convert_hf(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama"),
+            &plain,
+            &Default::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let mut model = null_mut();
+        assert_eq!(
+            quill_model_open(
+                c(plain.to_str().unwrap()).as_ptr(),
+                std::ptr::null(),
+                &mut model
+            ),
+            quill_status::QUILL_OK
+        );
+        let mut session = null_mut();
+        assert_eq!(
+            quill_session_new(model, std::ptr::null(), &mut session),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(
+            quill_chat_add(session, c("system").as_ptr(), c("Be brief.").as_ptr()),
+            quill_status::QUILL_ERR_INVALID_ARGUMENT
+        );
+        let mut r = null_mut();
+        assert_eq!(
+            quill_chat_turn(session, c("w5 w6").as_ptr(), &gp, None, null_mut(), &mut r),
+            quill_status::QUILL_OK
+        );
+        quill_result_free(r);
+        quill_session_free(session);
+        quill_model_free(model);
+    }
+}

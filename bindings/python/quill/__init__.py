@@ -103,6 +103,7 @@ _c.quill_model_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(_ModelParams), c
 _c.quill_session_new.argtypes = [ctypes.c_void_p, ctypes.POINTER(_SessionParams), ctypes.POINTER(ctypes.c_void_p)]
 _c.quill_chat_turn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(_GenerateParams), _STREAM,
                                ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+_c.quill_chat_add.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
 _c.quill_session_reset.argtypes = [ctypes.c_void_p]
 _c.quill_model_params_init.argtypes = [ctypes.POINTER(_ModelParams), ctypes.c_size_t]
 _c.quill_session_params_init.argtypes = [ctypes.POINTER(_SessionParams), ctypes.c_size_t]
@@ -287,8 +288,9 @@ class Session:
 
     def chat(self, message: str, callback=None, **options) -> Hypothesis:
         """One turn of a conversation with a decoder-only model (the session keeps the earlier
-        turns' cache); `message` formatted as the model expects. `callback(ids, text)` streams
-        the reply. `reset()` starts a new conversation."""
+        turns' cache). A model with a chat template takes `message` as the user's message and
+        formats the conversation with it; without one, `message` goes to the model as it is.
+        `callback(ids, text)` streams the reply. `reset()` starts a new conversation."""
         p = self._params(**options)
         out = ctypes.c_void_p()
         errors = []
@@ -303,6 +305,12 @@ class Session:
         cb = _STREAM(on_tokens) if callback else _STREAM()
         _check(_c.quill_chat_turn(self._h, message.encode(), p, cb, None, ctypes.byref(out)))
         return self._collect(out, True, errors)[0][0]
+
+    def chat_add(self, role: str, content: str):
+        """Adds a message with `role` ("system", "user", "assistant") to the conversation without
+        generating: a system message, or earlier turns to continue from. Needs a model with a
+        chat template."""
+        _check(_c.quill_chat_add(self._h, role.encode(), content.encode()))
 
     def reset(self):
         """Forgets the conversation and the started sequences."""

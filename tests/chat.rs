@@ -249,11 +249,12 @@ fn the_c_api_formats_turns_with_the_template() {
     assert!(want.iter().all(|w| !w.is_empty()), "{want:?}");
 
     let c = |t: &str| CString::new(t).unwrap();
-    unsafe {
+    // A model and a session with default parameters, through the C API.
+    let open = |p: &Path| unsafe {
         let mut model = null_mut();
         assert_eq!(
             quill_model_open(
-                c(path.to_str().unwrap()).as_ptr(),
+                c(p.to_str().unwrap()).as_ptr(),
                 std::ptr::null(),
                 &mut model
             ),
@@ -264,6 +265,10 @@ fn the_c_api_formats_turns_with_the_template() {
             quill_session_new(model, std::ptr::null(), &mut session),
             quill_status::QUILL_OK
         );
+        (model, session)
+    };
+    unsafe {
+        let (model, session) = open(&path);
         let mut gp: quill_generate_params = std::mem::zeroed();
         quill_generate_params_init(
             std::ptr::null(),
@@ -307,20 +312,7 @@ fn the_c_api_formats_turns_with_the_template() {
             &mut |_, _| {},
         )
         .unwrap();
-        let mut model = null_mut();
-        assert_eq!(
-            quill_model_open(
-                c(plain.to_str().unwrap()).as_ptr(),
-                std::ptr::null(),
-                &mut model
-            ),
-            quill_status::QUILL_OK
-        );
-        let mut session = null_mut();
-        assert_eq!(
-            quill_session_new(model, std::ptr::null(), &mut session),
-            quill_status::QUILL_OK
-        );
+        let (model, session) = open(&plain);
         assert_eq!(
             quill_chat_add(session, c("system").as_ptr(), c("Be brief.").as_ptr()),
             quill_status::QUILL_ERR_INVALID_ARGUMENT

@@ -106,7 +106,12 @@ fn strftime_now(format: &str) -> std::result::Result<String, minijinja::Error> {
 impl ChatTemplate {
     /// Compiles `spec.template`; a syntax error is an error naming the line.
     pub fn new(spec: TemplateSpec) -> Result<ChatTemplate> {
-        let bad = |e: &minijinja::Error| Error::bad_meta(keys::CHAT_TEMPLATE, jinja_error("", e));
+        let bad = |e: &minijinja::Error| {
+            Error::bad_meta(
+                keys::CHAT_TEMPLATE,
+                jinja_error("the chat template does not compile", e),
+            )
+        };
         let mut env = minijinja::Environment::new();
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()

@@ -455,3 +455,28 @@ fn mapped_truncation_child() {
     damage_while_open(false, truncate);
     println!("survived");
 }
+
+/// An input longer than the model's positions: `quill eval` (eval::translate) cuts it to the
+/// model's length, keeps end-of-sequence, and says how many it cut; a short one is untouched.
+#[test]
+fn evaluation_truncates_overlong_sources_and_counts_them() {
+    let model = quill::Model::open(demo(), &Default::default()).unwrap();
+    let long = "Click the button to save the file. ".repeat(60);
+    let inputs = vec![long.clone(), "Save the file.".to_string()];
+    let full = quill::decode::text::encode(&model, &long, true).unwrap();
+    assert!(full.len() > 256, "{} tokens", full.len());
+    let opts = quill::decode::GenerateOptions {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let out = quill::eval::translate(&model, &inputs, &opts, 2).unwrap();
+    assert_eq!((out.truncated, out.max_input_len), (1, 256));
+    assert!(out.texts.iter().all(|t| !t.is_empty()), "{:?}", out.texts);
+    // The cut input is the first 255 ids of the text and end-of-sequence, and gives the same
+    // output as that input given directly.
+    let cut = [&full[..255], &[2u32][..]].concat();
+    let mut s = quill::Session::new(&model, quill::Limits::default().fit(&model)).unwrap();
+    let ids = quill::decode::greedy(&mut s, &[&cut], 8, &[]).unwrap();
+    let direct = quill::decode::text::text_of(&model, &ids[0]).unwrap();
+    assert_eq!(out.texts[0], direct);
+}

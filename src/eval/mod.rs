@@ -4,7 +4,9 @@
 //! - [`metrics`]: BLEU and chrF, sacreBLEU-compatible (held to the real sacrebleu's goldens);
 //!   [`rouge`]: ROUGE-1/2/L F1, `rouge-score`-compatible (held to its goldens);
 //! - [`translate`]: generate for many inputs in length-sorted batches, through the text layer
-//!   (`decode::text`), so the texts are what every other front end shows;
+//!   (`decode::text`), so the texts are what every other front end shows; an encoder-decoder's
+//!   input longer than its positions is cut to its first tokens (end-of-sequence kept) and
+//!   counted in [`Translations::truncated`], which `quill eval` reports;
 //! - [`evaluate`]: translate and score; [`read_pairs`]: `source<TAB>reference` test sets.
 //!
 //! Try it: `quill eval models/en-de-ui.quill test.tsv`.
@@ -30,6 +32,30 @@ pub struct Translations {
     /// Tokens generated in all (end-of-sequence included).
     pub tokens: usize,
     pub seconds: f64,
+    /// Inputs longer than the model takes, cut to their first [`Translations::max_input_len`]
+    /// tokens (encoder-decoders only; a decoder-only model's prompt too long is an error).
+    pub truncated: usize,
+    pub max_input_len: usize,
+}
+
+/// `full` (an input with the tokenizer's special tokens) cut to `max` ids: the special prefix
+/// and suffix the tokenizer added around `plain` (the same text without them: language tags,
+/// end-of-sequence) are kept, the text's ids are cut at the end. `full` itself when it fits.
+pub fn truncate_input(full: &[u32], plain: &[u32], max: usize) -> Vec<u32> {
+    if full.len() <= max {
+        return full.to_vec();
+    }
+    let at = (0..=full.len().saturating_sub(plain.len()))
+        .find(|&k| full[k..].starts_with(plain))
+        .filter(|_| !plain.is_empty());
+    match at {
+        Some(k) if full.len() - plain.len() < max => {
+            let (prefix, suffix) = (&full[..k], &full[k + plain.len()..]);
+            let keep = max - prefix.len() - suffix.len();
+            [prefix, &plain[..keep], suffix].concat()
+        }
+        _ => full[..max].to_vec(),
+    }
 }
 
 /// Translates (or summarizes, or continues) `inputs` with `options`, `batch` inputs at a time
@@ -41,10 +67,21 @@ pub fn translate(
     batch: usize,
 ) -> Result<Translations> {
     let t0 = Instant::now();
-    let ids: Vec<Vec<u32>> = inputs
+    let mut ids: Vec<Vec<u32>> = inputs
         .iter()
         .map(|t| text::encode(model, t, true))
         .collect::<Result<_>>()?;
+    let mut truncated = 0;
+    let cap = match model.max_positions() {
+        Some(p) if model.arch() != crate::format::Arch::DecoderOnly => p,
+        _ => usize::MAX,
+    };
+    for (v, t) in ids.iter_mut().zip(inputs) {
+        if v.len() > cap {
+            *v = truncate_input(v, &text::encode(model, t, false)?, cap);
+            truncated += 1;
+        }
+    }
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
     let beams = match &options.strategy {
@@ -76,6 +113,8 @@ pub fn translate(
         texts,
         tokens,
         seconds: t0.elapsed().as_secs_f64(),
+        truncated,
+        max_input_len: limits.max_input_len,
     })
 }
 
@@ -87,6 +126,9 @@ pub struct Scores {
     /// ROUGE-1/2/L F1 (`rouge-score`, no stemming): the summarization scores.
     pub rouge: Rouge,
     pub sentences: usize,
+    /// Sources cut to the model's longest input ([`Translations::truncated`]).
+    pub truncated: usize,
+    pub max_input_len: usize,
     pub tokens_per_s: f64,
     pub seconds: f64,
     #[serde(skip)]
@@ -110,6 +152,8 @@ pub fn evaluate(
         chrf: corpus_chrf(&hyps, &refs),
         rouge: corpus_rouge(&hyps, &refs),
         sentences: pairs.len(),
+        truncated: out.truncated,
+        max_input_len: out.max_input_len,
         tokens_per_s: out.tokens as f64 / out.seconds.max(1e-9),
         seconds: out.seconds,
         detail: Some(bleu),
@@ -148,4 +192,23 @@ pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
         true
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_input;
+
+    #[test]
+    fn truncation_keeps_the_special_tokens_around_the_text() {
+        // A tag before the text and end-of-sequence after it, as a multilingual tokenizer adds.
+        let plain: Vec<u32> = (10..20).collect();
+        let full = [&[7u32][..], &plain, &[2]].concat();
+        assert_eq!(truncate_input(&full, &plain, 12), full);
+        assert_eq!(truncate_input(&full, &plain, 5), vec![7, 10, 11, 12, 2]);
+        assert_eq!(truncate_input(&full, &plain, 3), vec![7, 10, 2]);
+        // No room for any text between them: the first ids, not a text-less input.
+        assert_eq!(truncate_input(&full, &plain, 2), vec![7, 10]);
+        // Special tokens that do not surround the text as one run: cut at the end.
+        assert_eq!(truncate_input(&[1, 2, 3, 4], &[9, 9], 3), vec![1, 2, 3]);
+    }
 }

@@ -202,12 +202,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(out, hyps.join("\n") + "\n")?;
             }
             let b = scores.detail.expect("evaluate fills the BLEU detail");
+            if scores.truncated > 0 {
+                eprintln!(
+                    "note: {} of {} sources are longer than the model takes: each was cut to its \
+                     first {} tokens",
+                    scores.truncated, scores.sentences, scores.max_input_len
+                );
+            }
             println!(
                 "{}",
                 serde_json::json!({
                     "model": model.display().to_string(),
                     "test": test.display().to_string(),
                     "sentences": scores.sentences,
+                    "truncated": scores.truncated,
                     "bleu": scores.bleu,
                     "bleu_detail": {
                         "precisions": b.precisions, "bp": b.bp, "ratio": b.ratio,

@@ -124,6 +124,11 @@ fn broken_and_runaway_templates_are_errors() {
 /// `tokenizer_config.json` (and an added-token object as `eos_token`): the `.quill` path and the
 /// template's fixture.
 fn qwen_with_template(dir: &Path) -> (std::path::PathBuf, Value) {
+    qwen_with_generation(dir, None)
+}
+
+/// [`qwen_with_template`] with `extra` merged into its `generation_config.json`.
+fn qwen_with_generation(dir: &Path, extra: Option<Value>) -> (std::path::PathBuf, Value) {
     use quill::convert::hf::{ConvertOptions, convert_hf};
     let qwen = fixtures()
         .into_iter()
@@ -143,6 +148,13 @@ fn qwen_with_template(dir: &Path) -> (std::path::PathBuf, Value) {
     cfg["chat_template"] = qwen["template"].clone();
     cfg["eos_token"] = serde_json::json!({"content": "<|endoftext|>", "special": true});
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    if let Some(Value::Object(extra)) = extra {
+        let gen_path = hf.join("generation_config.json");
+        let mut g: Value =
+            serde_json::from_str(&std::fs::read_to_string(&gen_path).unwrap()).unwrap();
+        g.as_object_mut().unwrap().extend(extra);
+        std::fs::write(&gen_path, g.to_string()).unwrap();
+    }
     let out = dir.join("qwen2.quill");
     convert_hf(&hf, &out, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
     (out, qwen)
@@ -326,4 +338,51 @@ fn the_c_api_formats_turns_with_the_template() {
         quill_session_free(session);
         quill_model_free(model);
     }
+}
+
+/// What `quill run` makes of its input, from the generation metadata: a dialogue model's input
+/// is one user message in its chat template; a `prompt` format wraps the input; without
+/// either, the input is encoded as it is.
+#[test]
+fn the_task_in_the_generation_metadata_shapes_the_input() {
+    use quill::decode::text;
+    use quill::{Model, OpenOptions};
+
+    let open = |extra: Option<Value>, name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join(name);
+        std::fs::create_dir(&sub).unwrap();
+        let (path, _) = qwen_with_generation(&sub, extra);
+        let m = Model::open(&path, &OpenOptions::default()).unwrap();
+        (dir, m)
+    };
+    let input = "What is a cache?";
+
+    let (_d, m) = open(Some(serde_json::json!({"task": "dialogue"})), "dialogue");
+    let rendered = ChatTemplate::of_model(&m)
+        .unwrap()
+        .unwrap()
+        .render(&[Message::new("user", input)], true)
+        .unwrap();
+    assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
+    let want = text::encode(&m, &rendered, false).unwrap();
+    assert_eq!(text::task_input(&m, input).unwrap(), want);
+
+    // The same model without a task: the text as it is.
+    let (_d, m) = open(None, "plain");
+    assert_eq!(
+        text::task_input(&m, input).unwrap(),
+        text::encode(&m, input, true).unwrap()
+    );
+
+    let prompt = serde_json::json!({"task": "generation", "prompt": "Q: {input}\nA:"});
+    let (_d, m) = open(Some(prompt), "prompt");
+    assert_eq!(
+        text::task_input(&m, input).unwrap(),
+        text::encode(&m, "Q: What is a cache?\nA:", true).unwrap()
+    );
+
+    let (_d, m) = open(Some(serde_json::json!({"prompt": "no slot"})), "bad");
+    let e = text::task_input(&m, input).unwrap_err().to_string();
+    assert!(e.contains("{input}"), "{e}");
 }

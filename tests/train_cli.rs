@@ -140,6 +140,8 @@ fn seq2seq_run_writes_models_metrics_and_plot_and_resumes() {
         "30",
         "--quantize",
         "",
+        "--generation",
+        r#"{"task":"summarization","max_new_tokens":20,"no_repeat_ngram_size":3}"#,
     ];
     args.extend([
         "--log-every",
@@ -157,6 +159,28 @@ fn seq2seq_run_writes_models_metrics_and_plot_and_resumes() {
         .map(|v| v["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, vec![5, 10, 15, 20, 25, 30]);
+    // --generation merged over the run's defaults (beams kept) in the exported model.
+    let f = quill::QuillFile::open(out.join("model.quill")).unwrap();
+    let g = f.quill().unwrap().generation.clone().unwrap();
+    assert_eq!(g["task"], "summarization");
+    assert_eq!(
+        (
+            g["max_new_tokens"].as_u64(),
+            g["no_repeat_ngram_size"].as_u64()
+        ),
+        (Some(20), Some(3))
+    );
+    assert!(g["num_beams"].as_u64().is_some(), "{g:?}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_quill-train"))
+        .args(["--train", d, "-o", o, "--resume", ckpt.to_str().unwrap()])
+        .args(["--generation", r#"{"task":"poetry"}"#, "--quiet"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && e.contains("task \"poetry\""),
+        "{e}"
+    );
 
     // `quill eval` on the int8 export.
     let test_tsv = dir.path().join("test.tsv");

@@ -66,6 +66,35 @@ mod imp {
             .collect()
     }
 
+    /// The ids a model's task makes of a user's `text` (what `quill run` gives the model),
+    /// after its generation metadata (`docs/format.md` §3):
+    /// - `prompt`, a format with `{input}` (a language model's prompt, e.g.
+    ///   `"Package: {input}\nDescription:"`): the format with the text in it;
+    /// - else, task `dialogue` and a chat template: the template rendered for one user message,
+    ///   with the generation prompt;
+    /// - else the text as it is ([`encode`] with the tokenizer's special tokens).
+    pub fn task_input(model: &Model, text: &str) -> Result<Vec<u32>> {
+        let g = model.file().quill().and_then(|m| m.generation.as_ref());
+        let field = |k: &str| g.and_then(|g| g.get(k)).and_then(|v| v.as_str());
+        if let Some(p) = field("prompt") {
+            if !p.contains("{input}") {
+                return Err(Error::bad_meta(
+                    "quill.generation",
+                    "`prompt` has no `{input}` placeholder",
+                ));
+            }
+            return encode(model, &p.replace("{input}", text), true);
+        }
+        #[cfg(feature = "chat")]
+        if field("task") == Some("dialogue")
+            && let Some(t) = crate::chat::ChatTemplate::of_model(model)?
+        {
+            let m = [crate::chat::Message::new("user", text)];
+            return encode(model, &t.render(&m, true)?, false);
+        }
+        encode(model, text, true)
+    }
+
     /// Streams the text of several inputs' generations as their final ids arrive.
     pub struct TextStream<'m> {
         special: Vec<u32>,
@@ -124,6 +153,10 @@ mod imp {
         Err(no_tokenizer())
     }
 
+    pub fn task_input(_: &Model, _: &str) -> Result<Vec<u32>> {
+        Err(no_tokenizer())
+    }
+
     pub fn decode(_: &Model, _: &[u32], _: bool) -> Result<String> {
         Err(no_tokenizer())
     }
@@ -152,4 +185,4 @@ mod imp {
     }
 }
 
-pub use imp::{TextStream, decode, encode, encode_target, greedy, text_of};
+pub use imp::{TextStream, decode, encode, encode_target, greedy, task_input, text_of};

@@ -181,6 +181,11 @@ struct Args {
     /// Print a log line every this many updates.
     #[arg(long, default_value_t = 100)]
     log_every: u64,
+    /// Decoding defaults and task merged into the exported models' `quill.generation` (JSON,
+    /// e.g. `{"task":"summarization","max_new_tokens":48,"no_repeat_ngram_size":3}`; docs/format.md
+    /// §3); also with --resume.
+    #[arg(long)]
+    generation: Option<String>,
     /// Quantized exports besides f32: comma-separated int8, int4, f16, bf16.
     #[arg(long, default_value = "int8")]
     quantize: String,
@@ -404,13 +409,26 @@ fn run(a: Args) -> Res<()> {
             });
         }
         let (scores, _) = eval::evaluate(&model, &pairs, &o, 16)?;
+        let r = &scores.rouge;
         eprintln!(
-            "test: {} sentences, BLEU {:.2}, chrF {:.2} (f32, {} beams)",
-            scores.sentences, scores.bleu, scores.chrf, a.beams
+            "test: {} sentences, BLEU {:.2}, chrF {:.2}, ROUGE-1/2/L {:.2}/{:.2}/{:.2} (f32, {} \
+             beams{})",
+            scores.sentences,
+            scores.bleu,
+            scores.chrf,
+            r.rouge1,
+            r.rouge2,
+            r.rouge_l,
+            a.beams,
+            match scores.truncated {
+                0 => String::new(),
+                n => format!("; {n} sources cut to {} tokens", scores.max_input_len),
+            }
         );
         log.write(serde_json::json!({
             "kind": "test", "step": trainer.state.step, "bleu": scores.bleu, "chrf": scores.chrf,
-            "sentences": scores.sentences, "beams": a.beams,
+            "rouge1": r.rouge1, "rouge2": r.rouge2, "rougeL": r.rouge_l,
+            "sentences": scores.sentences, "truncated": scores.truncated, "beams": a.beams,
         }))?;
     }
     if a.plot {

@@ -99,7 +99,33 @@ pub(crate) fn trainer(a: &Args, arch: Arch, seq2seq: bool, opts: &Options) -> Re
         t.generation = generation;
         t
     };
+    let mut trainer = trainer;
+    if let Some(extra) = &a.generation {
+        trainer.generation = Some(merge_generation(trainer.generation.as_deref(), extra)?);
+    }
     Ok(trainer)
+}
+
+/// `extra` (a JSON object, `--generation`) over `base` (the run's `quill.generation`).
+fn merge_generation(base: Option<&str>, extra: &str) -> Res<String> {
+    let object = |s: &str, what: &str| -> Res<serde_json::Map<String, serde_json::Value>> {
+        match serde_json::from_str(s) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            _ => Err(format!("{what} is not a JSON object: {s}").into()),
+        }
+    };
+    let mut g = match base {
+        Some(b) => object(b, "the model's quill.generation")?,
+        None => Default::default(),
+    };
+    g.extend(object(extra, "--generation")?);
+    if let Some(t) = g.get("task") {
+        let known = ["translation", "summarization", "generation", "dialogue"];
+        if !t.as_str().is_some_and(|t| known.contains(&t)) {
+            return Err(format!("--generation: task {t} is not one of {known:?}").into());
+        }
+    }
+    Ok(serde_json::Value::Object(g).to_string())
 }
 
 /// A held-out split: a file of its own, or the lines of the training file that hash into it.

@@ -136,7 +136,7 @@ pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<
     let mut o = args.options(m)?;
     let inputs: Vec<Vec<u32>> = text
         .iter()
-        .map(|t| text::encode(m, t, true))
+        .map(|t| text::task_input(m, t))
         .collect::<quill::Result<_>>()?;
     let longest = inputs.iter().map(Vec::len).max().unwrap_or(1);
     let mut s = session_for(m, text.len(), longest, beams_of(&o), &mut o)?;

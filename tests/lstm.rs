@@ -286,7 +286,7 @@ fn lstm_learns_to_reverse_sequences() {
     let train = dir.path().join("train.tsv");
     let pairs = common::reverse_corpus(&train, 20_000, 11);
     let texts = pairs.iter().flat_map(|(s, t)| [s.clone(), t.clone()]);
-    let tok_json = tok::train(tok::Kind::Bpe, 40, true, texts).unwrap();
+    let tok_json = tok::train(tok::Kind::Bpe, 40, true, &[], texts).unwrap();
     let vocab = quill::tokenizer::Tokenizer::from_json(&tok_json)
         .unwrap()
         .vocab_size();

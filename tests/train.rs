@@ -296,7 +296,7 @@ fn small_run(dir: &Path, steps_options: Options, pairs: usize) -> Trainer {
     let train = dir.join("train.tsv");
     let pairs = common::reverse_corpus(&train, pairs, 1);
     let texts = pairs.iter().flat_map(|(s, t)| [s.clone(), t.clone()]);
-    let tok_json = tok::train(tok::Kind::Bpe, 40, true, texts).unwrap();
+    let tok_json = tok::train(tok::Kind::Bpe, 40, true, &[], texts).unwrap();
     let vocab = quill::tokenizer::Tokenizer::from_json(&tok_json)
         .unwrap()
         .vocab_size();

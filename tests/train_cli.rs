@@ -359,3 +359,103 @@ fn language_model_with_rotary_rmsnorm_swiglu_trains_and_runs() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// A chat model's run: `--special-tokens` take ids 4... of the trained vocabulary and stay whole,
+/// `--chat-template` is stored in the exports (and a template that does not compile stops the
+/// run before it trains), `--generation` sets the task that makes `quill run` use it.
+#[test]
+fn chat_runs_store_their_template_and_special_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("chat.txt");
+    let lines: Vec<String> = (0..400)
+        .map(|i| {
+            format!(
+                "<|user|>ping {}<|end|><|assistant|>pong {}<|end|>",
+                i % 7,
+                i % 7
+            )
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let template = dir.path().join("t.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}\
+         {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("chat");
+    let (d, o, t) = (
+        data.to_str().unwrap(),
+        out.to_str().unwrap(),
+        template.to_str().unwrap(),
+    );
+    let args = [
+        "--train",
+        d,
+        "--holdout",
+        "50",
+        "-o",
+        o,
+        "--task",
+        "lm",
+        "--vocab",
+        "60",
+        "--d-model",
+        "32",
+        "--heads",
+        "2",
+        "--ffn",
+        "64",
+        "--decoder-layers",
+        "1",
+        "--positions",
+        "rotary",
+        "--max-len",
+        "32",
+        "--max-positions",
+        "128",
+        "--steps",
+        "5",
+        "--eval-every",
+        "0",
+        "--quantize",
+        "",
+        "--chat-template",
+        t,
+        "--special-tokens",
+        "<|system|>,<|user|>,<|assistant|>,<|end|>",
+        "--generation",
+        r#"{"task":"dialogue","eos_token_id":[2,7]}"#,
+    ];
+    train(&args);
+    let m = quill::Model::open(out.join("model.quill"), &Default::default()).unwrap();
+    let ids = quill::decode::text::encode(&m, "<|user|>ping 3<|end|>", false).unwrap();
+    assert_eq!((ids[0], *ids.last().unwrap()), (5, 7), "{ids:?}");
+    let t = quill::chat::ChatTemplate::of_model(&m).unwrap().unwrap();
+    let msg = [quill::chat::Message::new("user", "ping 3")];
+    assert_eq!(
+        t.render(&msg, true).unwrap(),
+        "<|user|>ping 3<|end|><|assistant|>"
+    );
+    assert_eq!(t.spec().eos_token.as_deref(), Some("</s>"));
+    // quill run: the input as one user message in the template.
+    let want = quill::decode::text::encode(&m, "<|user|>ping 3<|end|><|assistant|>", false);
+    assert_eq!(
+        quill::decode::text::task_input(&m, "ping 3").unwrap(),
+        want.unwrap()
+    );
+
+    std::fs::write(&template, "{% for m in messages %}").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_quill-train"))
+        .args(args)
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && e.contains("--chat-template"),
+        "{e}"
+    );
+    assert!(!e.contains("trained"), "{e}");
+}

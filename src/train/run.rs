@@ -106,6 +106,8 @@ pub struct Trainer {
     pub state: State,
     /// `quill.generation` of exported models (decoding defaults).
     pub generation: Option<String>,
+    /// `quill.chat_template` of exported models (a chat model's template and its tokens).
+    pub chat_template: Option<String>,
     pool: Pool,
     acts: NetActs,
     loader: Loader,
@@ -151,6 +153,7 @@ impl Trainer {
             tokenizer,
             state,
             generation: None,
+            chat_template: None,
             pool,
             acts: NetActs::default(),
             loader,
@@ -175,6 +178,7 @@ impl Trainer {
         let (model, params, tokenizer_json, generation) = load_model(&file)?;
         let mut t = Trainer::new(model, params, tokenizer_json, state, threads)?;
         t.generation = generation;
+        t.chat_template = file.metadata().get(keys::CHAT_TEMPLATE).cloned();
         t.opt.m = file.tensor(ADAM_M)?.to_f32_vec()?;
         t.opt.v = file.tensor(ADAM_V)?.to_f32_vec()?;
         if t.opt.m.len() != t.model.len() || t.opt.v.len() != t.model.len() {
@@ -289,6 +293,9 @@ impl Trainer {
         );
         if let Some(g) = &self.generation {
             w.set_metadata(keys::GENERATION, g.clone());
+        }
+        if let Some(t) = &self.chat_template {
+            w.set_metadata(keys::CHAT_TEMPLATE, t.clone());
         }
         for p in m.params() {
             w.add(&p.name, &p.shape, &self.params[p.range()])?;

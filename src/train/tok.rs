@@ -82,15 +82,25 @@ pub fn train(
     kind: Kind,
     vocab_size: usize,
     append_eos: bool,
+    extra_specials: &[String],
     texts: impl Iterator<Item = String> + Send,
 ) -> Result<String> {
     let err = |e: Box<dyn std::error::Error + Send + Sync>| {
         Error::InvalidArgument(format!("tokenizer training failed: {e}"))
     };
     let mut tok = Tokenizer::from_str(&skeleton(kind, append_eos)).map_err(err)?;
+    for s in extra_specials {
+        if s.trim().is_empty() || SPECIALS.contains(&s.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "special token `{s}`: empty, or one of the control tokens {SPECIALS:?}"
+            )));
+        }
+    }
     let specials: Vec<AddedToken> = SPECIALS
         .iter()
-        .map(|s| AddedToken::from(s.to_string(), true))
+        .map(|s| s.to_string())
+        .chain(extra_specials.iter().cloned())
+        .map(|s| AddedToken::from(s, true))
         .collect();
     let mut trainer: TrainerWrapper = match kind {
         Kind::Bpe => BpeTrainerBuilder::new()
@@ -110,8 +120,23 @@ pub fn train(
             .map_err(|e| Error::InvalidArgument(format!("unigram trainer: {e}")))?
             .into(),
     };
+    // The special tokens are not text: taken out of the corpus, the trainer cannot make a
+    // piece of one (which would take its id before the special token list places it).
+    let texts = texts.map(|mut t| {
+        for s in extra_specials {
+            if t.contains(s.as_str()) {
+                t = t.replace(s.as_str(), " ");
+            }
+        }
+        t
+    });
     tok.train(&mut trainer, texts).map_err(err)?;
-    for (i, s) in SPECIALS.iter().enumerate() {
+    for (i, s) in SPECIALS
+        .iter()
+        .copied()
+        .chain(extra_specials.iter().map(String::as_str))
+        .enumerate()
+    {
         if tok.token_to_id(s) != Some(i as u32) {
             return Err(Error::InvalidArgument(format!(
                 "tokenizer training put `{s}` at {:?}, not {i}",
@@ -120,4 +145,35 @@ pub fn train(
         }
     }
     tok.to_string(false).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Extra special tokens follow the control tokens, are matched whole in text (never split
+    /// into pieces, whatever the corpus makes of their characters) and are dropped from text
+    /// decoded without special tokens.
+    #[test]
+    fn extra_special_tokens_take_the_next_ids_and_stay_whole() {
+        let line =
+            "<|im_start|>user where is the cache<|im_end|><|im_start|>assistant here<|im_end|>";
+        let texts = (0..50).map(|i| format!("{line} {i}"));
+        let extra = ["<|im_start|>".to_string(), "<|im_end|>".to_string()];
+        let json = train(Kind::Unigram, 120, false, &extra, texts).unwrap();
+        let t = crate::tokenizer::Tokenizer::from_json(&json).unwrap();
+        let ids = t.encode("<|im_start|>user where<|im_end|>", false).unwrap();
+        assert_eq!((ids[0], *ids.last().unwrap()), (4, 5), "{ids:?}");
+        assert_eq!(ids.iter().filter(|&&i| i == 4 || i == 5).count(), 2);
+        assert_eq!(t.decode(&ids, true).unwrap(), "user where");
+
+        let bad = train(
+            Kind::Bpe,
+            50,
+            false,
+            &["</s>".to_string()],
+            std::iter::empty(),
+        );
+        assert!(bad.unwrap_err().to_string().contains("</s>"));
+    }
 }

@@ -71,6 +71,11 @@ struct Args {
     /// Use this tokenizer.json instead of training one (ids 0-3 must be <pad> <unk> </s> <s>).
     #[arg(long)]
     tokenizer_json: Option<PathBuf>,
+    /// Special tokens of the trained tokenizer besides <pad> <unk> </s> <s>, with ids 4, 5...
+    /// in this order: never split, never made of text (e.g. a chat template's
+    /// `<|im_start|>,<|im_end|>`).
+    #[arg(long, value_delimiter = ',')]
+    special_tokens: Vec<String>,
     /// Vocabulary size of the trained tokenizer (shared by source and target).
     #[arg(long, default_value_t = 8000)]
     vocab: usize,
@@ -186,6 +191,10 @@ struct Args {
     /// §3); also with --resume.
     #[arg(long)]
     generation: Option<String>,
+    /// A chat model's Jinja template (a file), stored as the exported models' chat template
+    /// (`quill chat`, `quill_chat_turn`); its `bos_token`/`eos_token` are `<s>`/`</s>`.
+    #[arg(long)]
+    chat_template: Option<PathBuf>,
     /// Quantized exports besides f32: comma-separated int8, int4, f16, bf16.
     #[arg(long, default_value = "int8")]
     quantize: String,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use quill::eval;
-use quill::format::{Activation, Arch, Config, LstmAttention, Positions, QuillFile};
+use quill::format::{Activation, Arch, Config, LstmAttention, Positions, QuillFile, keys};
 use quill::tokenizer::Tokenizer;
 use quill::train::data::{self, Cursor, Holdout, Split, Task};
 use quill::train::lstm::Lstm;
@@ -19,12 +19,15 @@ use super::{Args, Res, parse_norm, parse_positions};
 /// The trainer of this run: resumed from `--resume`, fine-tuned from `--init`, or a new model
 /// (and its tokenizer, trained here unless `--tokenizer-json` gives one).
 pub(crate) fn trainer(a: &Args, arch: Arch, seq2seq: bool, opts: &Options) -> Res<Trainer> {
+    let template = a.chat_template.as_deref().map(chat_template).transpose()?;
     let trainer = if let Some(r) = &a.resume {
         eprintln!("resuming from {}", r.display());
         Trainer::resume(r, Some(&a.train), a.threads)?
     } else {
+        let mut init_template = None;
         let (model, params, tokenizer_json, generation) = if let Some(init) = &a.init {
             let file = QuillFile::read(init)?;
+            init_template = file.metadata().get(keys::CHAT_TEMPLATE).cloned();
             let (m, p, t, g) = load_model(&file)?;
             if m.arch() != arch {
                 return Err(format!(
@@ -46,7 +49,8 @@ pub(crate) fn trainer(a: &Args, arch: Arch, seq2seq: bool, opts: &Options) -> Re
                     let texts =
                         tokenizer_texts(&a.train, seq2seq, a.tokenizer_lines, opts.holdout)?;
                     let kind = tok::Kind::parse(&a.tokenizer)?;
-                    let json = tok::train(kind, a.vocab, seq2seq, texts.into_iter())?;
+                    let json =
+                        tok::train(kind, a.vocab, seq2seq, &a.special_tokens, texts.into_iter())?;
                     eprintln!(
                         "trained a {} tokenizer in {:.1} s",
                         a.tokenizer,
@@ -97,13 +101,37 @@ pub(crate) fn trainer(a: &Args, arch: Arch, seq2seq: bool, opts: &Options) -> Re
         };
         let mut t = Trainer::new(model, params, tokenizer_json, state, a.threads)?;
         t.generation = generation;
+        t.chat_template = init_template;
         t
     };
     let mut trainer = trainer;
     if let Some(extra) = &a.generation {
         trainer.generation = Some(merge_generation(trainer.generation.as_deref(), extra)?);
     }
+    if template.is_some() {
+        trainer.chat_template = template;
+    }
     Ok(trainer)
+}
+
+/// `quill.chat_template` for the Jinja template in `path`: the trained vocabulary's `<s>` and
+/// `</s>` as `bos_token` and `eos_token`; compiled here, so a broken template fails the run
+/// before it trains.
+fn chat_template(path: &Path) -> Res<String> {
+    let template = std::fs::read_to_string(path)
+        .map_err(|e| format!("--chat-template {}: {e}", path.display()))?;
+    let spec = serde_json::json!({
+        "template": template.trim_end_matches('\n'),
+        "bos_token": tok::SPECIALS[tok::BOS as usize],
+        "eos_token": tok::SPECIALS[tok::EOS as usize],
+    });
+    #[cfg(feature = "chat")]
+    {
+        let s: quill::chat::TemplateSpec = serde_json::from_value(spec.clone())?;
+        quill::chat::ChatTemplate::new(s)
+            .map_err(|e| format!("--chat-template {}: {e}", path.display()))?;
+    }
+    Ok(spec.to_string())
 }
 
 /// `extra` (a JSON object, `--generation`) over `base` (the run's `quill.generation`).

@@ -9,6 +9,9 @@ rewrites each file's "cases", plus the versions used. Run offline with the refer
 
     ~/quill-ref/venv/bin/python tests/reference/chat_goldens.py tests/fixtures/chat
 
+quill_chat_en.json is the template of models/chat-en.quill (tests/reference/dialogue_corpus.py,
+which must render its corpus exactly as the template does: checked here).
+
 (last run: transformers 5.24.0, tokenizers 0.23.3, jinja2 3.1.6, Python 3.11.7; no network: the
 tokenizer is a tiny in-memory WordLevel model that only carries the family's bos/eos strings).
 
@@ -34,7 +37,7 @@ import jinja2  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
-FAMILIES = ["llama3_1", "qwen2_5", "smollm2", "mistral_v0_2", "gemma2", "phi3_5"]
+FAMILIES = ["llama3_1", "qwen2_5", "smollm2", "mistral_v0_2", "gemma2", "phi3_5", "quill_chat_en"]
 
 # Families whose template raises on a system message.
 NO_SYSTEM = {"gemma2"}
@@ -137,6 +140,8 @@ def extra_cases(family):
         return [case("roles_not_alternating", [USER_1, USER_2], True)]
     if family == "phi3_5":
         return [case("empty_system_skipped", [{"role": "system", "content": ""}, USER_1], True)]
+    if family == "quill_chat_en":
+        return [case("tool_role_refused", [USER_1, {"role": "tool", "content": "22°C"}], True)]
     return []
 
 
@@ -185,6 +190,14 @@ def main(out_dir):
         for c in common_cases(family) + extra_cases(family):
             c.update(render(tokenizer, template, c))
             cases.append(c)
+            if family == "quill_chat_en" and not c.get("error"):
+                # The training corpus of models/chat-en.quill renders conversations in Python:
+                # it must give the template's text.
+                import dialogue_corpus
+                text = dialogue_corpus.render(c["messages"])
+                text += "<|assistant|>" if c["add_generation_prompt"] else ""
+                if text != c["rendered"] or template != dialogue_corpus.CHAT_TEMPLATE:
+                    sys.exit(f"{family} {c['name']}: dialogue_corpus.py renders {text!r}")
         model_data = ["family", "model", "source", "template_sha256", "template", "bos_token", "eos_token"]
         doc = {key: doc[key] for key in model_data}
         doc["transformers_version"] = version("transformers")

@@ -447,7 +447,8 @@ quill_status quill_session_generate_params(quill_session *session,
                                            quill_generate_params *params,
                                            size_t size);
 
-// Generates from `n` UTF-8 texts (source sentences or prompts). On success `*out` is a new
+// Generates from `n` UTF-8 texts (source sentences or prompts); a text that is empty or only
+// whitespace is refused (`QUILL_ERR_INVALID_ARGUMENT`). On success `*out` is a new
 // result (free with `quill_result_free`). `callback` (may be NULL) streams final tokens and
 // their text. `params` NULL: the model's defaults, lowered to what the session holds. The
 // session's thread only.

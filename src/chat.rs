@@ -264,6 +264,7 @@ impl Conversation {
         cancel: Option<&CancelHandle>,
         callback: Option<Callback>,
     ) -> Result<Hypothesis> {
+        text::require_text(text, "the message")?;
         self.messages.push(Message::new("user", text));
         let r = self.reply(session, options, cancel, callback);
         if r.is_err() || self.messages.last().is_some_and(|m| m.role == "user") {

@@ -259,6 +259,10 @@ fn the_c_api_formats_turns_with_the_template() {
         })
         .collect();
     assert!(want.iter().all(|w| !w.is_empty()), "{want:?}");
+    // An empty message is refused and leaves the conversation as it was.
+    let e = conv.turn(&mut s, "  ", &o, None, None).unwrap_err();
+    assert!(e.to_string().contains("the message is empty"), "{e}");
+    assert_eq!(conv.messages().len(), 5);
 
     let c = |t: &str| CString::new(t).unwrap();
     // A model and a session with default parameters, through the C API.
@@ -367,6 +371,11 @@ fn the_task_in_the_generation_metadata_shapes_the_input() {
     assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
     let want = text::encode(&m, &rendered, false).unwrap();
     assert_eq!(text::task_input(&m, input).unwrap(), want);
+
+    for empty in ["", " \n "] {
+        let e = text::task_input(&m, empty).unwrap_err().to_string();
+        assert!(e.contains("the input is empty"), "{e}");
+    }
 
     // The same model without a task: the text as it is.
     let (_d, m) = open(None, "plain");

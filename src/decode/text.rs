@@ -12,6 +12,23 @@
 use crate::error::{Error, Result};
 use crate::model::Model;
 
+/// Refuses a text input with nothing in it (empty or only whitespace), named `what`: a model
+/// given nothing to translate, summarize or answer would still write something, and that answer
+/// would look like one. (Token ids, `[bos]` say, remain the way to generate from nothing.)
+pub fn require_text(text: &str, what: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{what} is empty{}: give the text to work on",
+            if text.is_empty() {
+                ""
+            } else {
+                " (only whitespace)"
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// The ids of `ids` a user sees (control ids removed).
 pub fn visible_ids(special: &[u32], ids: &[u32]) -> Vec<u32> {
     ids.iter()
@@ -73,7 +90,10 @@ mod imp {
     /// - else, task `dialogue` and a chat template: the template rendered for one user message,
     ///   with the generation prompt;
     /// - else the text as it is ([`encode`] with the tokenizer's special tokens).
+    ///
+    /// An empty input is an error ([`require_text`]).
     pub fn task_input(model: &Model, text: &str) -> Result<Vec<u32>> {
+        require_text(text, "the input")?;
         let g = model.file().quill().and_then(|m| m.generation.as_ref());
         let field = |k: &str| g.and_then(|g| g.get(k)).and_then(|v| v.as_str());
         if let Some(p) = field("prompt") {

@@ -324,7 +324,8 @@ fn max_input_text(s: &crate::model::Session) -> usize {
         .min(QUILL_MAX_TEXT_BYTES)
 }
 
-/// Generates from `n` UTF-8 texts (source sentences or prompts). On success `*out` is a new
+/// Generates from `n` UTF-8 texts (source sentences or prompts); a text that is empty or only
+/// whitespace is refused (`QUILL_ERR_INVALID_ARGUMENT`). On success `*out` is a new
 /// result (free with `quill_result_free`). `callback` (may be NULL) streams final tokens and
 /// their text. `params` NULL: the model's defaults, lowered to what the session holds. The
 /// session's thread only.
@@ -357,6 +358,7 @@ pub unsafe extern "C" fn quill_generate_text(
         let mut inputs = Vec::with_capacity(n);
         for i in 0..n {
             let t = unsafe { c_text(*texts.add(i), "texts[i]", max) }?;
+            text::require_text(t, &format!("texts[{i}]"))?;
             inputs.push(text::encode(&model, t, true)?);
         }
         run_generation(parts, inputs, true, params, callback, user, out)
@@ -527,6 +529,7 @@ pub unsafe extern "C" fn quill_chat_turn(
                 (r, c.stopped())
             }
             None => {
+                text::require_text(msg, "the message")?;
                 let tokens = text::encode(&model, msg, parts.chat.history().is_empty())?;
                 let r = parts.chat.turn(parts.session, &tokens, &o, cancel, cb)?;
                 (r, parts.chat.stopped())

@@ -441,6 +441,11 @@ int main(int argc, char **argv) {
   const char *bad_texts[1] = {"\xc3\x28"};
   gp.max_new_tokens = 4;
   CHECK(quill_generate_text(session, bad_texts, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT, "bad UTF-8 input");
+  /* Nothing to translate is an error that says so, not an answer made of nothing. */
+  const char *empty_texts[1] = {" \t\n"};
+  CHECK(quill_generate_text(session, empty_texts, 1, &gp, NULL, NULL, &r) == QUILL_ERR_INVALID_ARGUMENT &&
+            strstr(quill_last_error(), "texts[0] is empty") != NULL,
+        "empty input");
   CHECK(quill_session_step(session, &start, 2) == QUILL_ERR_INVALID_ARGUMENT, "step with the wrong count");
   CHECK(quill_session_logits(session, NULL, &rows, &vocab) == QUILL_ERR_INVALID_ARGUMENT, "NULL logits");
   OK(quill_generate_ids(session, inputs, lens, 1, &gp, NULL, NULL, &r));

@@ -358,6 +358,20 @@ fn language_model_with_rotary_rmsnorm_swiglu_trains_and_runs() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    // quill eval --perplexity on the training text: the JSON of eval::perplexity (held to
+    // transformers in tests/perplexity.rs).
+    let q = Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args(["eval", out.join("model-int8.quill").to_str().unwrap()])
+        .args([data.to_str().unwrap(), "--perplexity", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    let ppl = report["perplexity"].as_f64().unwrap();
+    assert!(
+        report["texts"].as_u64() == Some(1500) && ppl > 1.0 && ppl < 40.0,
+        "{report}"
+    );
 }
 
 /// A chat model's run: `--special-tokens` take ids 4... of the trained vocabulary and stay whole,

@@ -118,6 +118,110 @@ pub fn translate(
     })
 }
 
+/// A language model's perplexity on texts ([`perplexity`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Perplexity {
+    /// exp(nll / tokens).
+    pub perplexity: f64,
+    /// Σ −ln p(token | the tokens before it in its window), over the scored tokens.
+    pub nll: f64,
+    /// Tokens scored: every token but the first of each window.
+    pub tokens: usize,
+    /// Windows the texts were cut into (a text longer than the model's window is cut).
+    pub windows: usize,
+    pub seconds: f64,
+}
+
+/// The perplexity of a decoder-only model on `seqs` of token ids, each cut into windows of at
+/// most `window` tokens scored on their own: token `t` of a window is scored by the
+/// log-softmax of the model's logits after tokens `0..t`. `batch` windows go through the
+/// runtime together (one decoding step each token), so the figure is the shipped model's,
+/// quantized weights and kernels included.
+pub fn perplexity_ids(
+    model: &Model,
+    seqs: &[Vec<u32>],
+    window: usize,
+    batch: usize,
+) -> Result<Perplexity> {
+    if model.arch() != crate::format::Arch::DecoderOnly {
+        return Err(Error::Unsupported(format!(
+            "perplexity needs a language model (decoder-only), not {}",
+            model.arch().as_str()
+        )));
+    }
+    let t0 = Instant::now();
+    let window = window.max(2);
+    let mut windows: Vec<&[u32]> = seqs
+        .iter()
+        .flat_map(|s| s.chunks(window))
+        .filter(|w| w.len() >= 2)
+        .collect();
+    windows.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    let longest = windows.first().map_or(2, |w| w.len());
+    let batch = batch.clamp(1, windows.len().max(1));
+    let limits = Limits {
+        max_batch: batch,
+        max_input_len: 1,
+        max_new_tokens: longest - 1,
+        beams: 1,
+        ..Default::default()
+    };
+    let mut session = Session::new(model, limits)?;
+    let vocab = model.config().vocab_size;
+    let (mut nll, mut tokens) = (0f64, 0usize);
+    for group in windows.chunks(batch) {
+        let firsts: Vec<&[u32]> = group.iter().map(|w| &w[..1]).collect();
+        session.start(&firsts)?;
+        let len = group[0].len();
+        for t in 1..len {
+            let logits = session.logits();
+            for (row, w) in logits.chunks(vocab).zip(group) {
+                if let Some(&target) = w.get(t) {
+                    nll -= log_softmax_at(row, target as usize);
+                    tokens += 1;
+                }
+            }
+            if t + 1 < len {
+                // Windows already scored to their end take their first id again (ignored).
+                let next: Vec<u32> = group.iter().map(|w| *w.get(t).unwrap_or(&w[0])).collect();
+                session.step(&next)?;
+            }
+        }
+    }
+    Ok(Perplexity {
+        perplexity: (nll / tokens.max(1) as f64).exp(),
+        nll,
+        tokens,
+        windows: windows.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// ln softmax(row)[i], in f64.
+fn log_softmax_at(row: &[f32], i: usize) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    row[i] as f64 - max - sum.ln()
+}
+
+/// [`perplexity_ids`] of texts: each encoded with the tokenizer's special tokens (a
+/// beginning-of-sequence id where the model has one) and ended by the model's first
+/// end-of-sequence id, as `quill-train` reads a language-model corpus (one text a line). The
+/// window: the model's positions, at most 1,024.
+pub fn perplexity(model: &Model, texts: &[String], batch: usize) -> Result<Perplexity> {
+    let eos = model.config().eos_ids.first().copied();
+    let seqs: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            let mut ids = text::encode(model, t, true)?;
+            ids.extend(eos);
+            Ok(ids)
+        })
+        .collect::<Result<_>>()?;
+    let window = model.max_positions().unwrap_or(1024).min(1024);
+    perplexity_ids(model, &seqs, window, batch)
+}
+
 /// Scores of a translated test set.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Scores {

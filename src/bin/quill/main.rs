@@ -64,7 +64,8 @@ enum Command {
     },
     /// Run a test set (TSV: source<TAB>reference: translation, summarization) and report BLEU,
     /// chrF (sacreBLEU compatible), ROUGE-1/2/L F1 (rouge-score compatible, no stemming) and
-    /// tokens/s as JSON. Decoding follows the model's defaults unless flags say.
+    /// tokens/s as JSON. Decoding follows the model's defaults unless flags say. With
+    /// --perplexity: a language model's perplexity on the lines of TEST.
     Eval {
         model: PathBuf,
         test: PathBuf,
@@ -76,6 +77,11 @@ enum Command {
         /// Write the translations here, one per line.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Score TEST's lines as text instead (a language model): perplexity, each line ended by
+        /// end-of-sequence as quill-train reads a corpus, cut into windows of the model's
+        /// positions (at most 1,024).
+        #[arg(long)]
+        perplexity: bool,
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -189,9 +195,39 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             decode,
             batch,
             output,
+            perplexity,
             threads,
         } => {
             let m = open(&model, threads)?;
+            if perplexity {
+                let mut texts = Vec::new();
+                quill::eval::for_each_line(&test, |l| {
+                    if !l.trim().is_empty() {
+                        texts.push(l.to_string());
+                    }
+                    true
+                })?;
+                if texts.is_empty() {
+                    return Err(format!("{}: no text", test.display()).into());
+                }
+                let p = quill::eval::perplexity(&m, &texts, batch)?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "model": model.display().to_string(),
+                        "test": test.display().to_string(),
+                        "texts": texts.len(),
+                        "tokens": p.tokens,
+                        "windows": p.windows,
+                        "nll": p.nll,
+                        "perplexity": p.perplexity,
+                        "tokens_per_s": p.tokens as f64 / p.seconds.max(1e-9),
+                        "seconds": p.seconds,
+                        "threads": m.threads(),
+                    })
+                );
+                return Ok(());
+            }
             let pairs = quill::eval::read_pairs(&test)?;
             if pairs.is_empty() {
                 return Err(format!("{}: no `source<TAB>reference` lines", test.display()).into());

@@ -1,0 +1,63 @@
+//! `quill eval --perplexity` (eval::perplexity_ids) against `transformers`: the summed
+//! negative log-likelihood of fixed id sequences under the tiny decoder-only models of
+//! tests/fixtures/hf, whole and cut into windows of 16 (`ppl.json`, made by
+//! tests/reference/ppl_goldens.py), f32 and int8.
+#![cfg(feature = "tokenizer")]
+
+use quill::convert::hf::{ConvertOptions, convert_hf};
+use quill::convert::quantize::Target;
+use quill::{Model, OpenOptions};
+use serde_json::Value;
+
+mod common;
+use common::{json_ids, root};
+
+#[test]
+fn perplexity_equals_transformers_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["gpt2", "llama", "qwen2"] {
+        let src = root().join("tests/fixtures/hf").join(name);
+        let g: Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("ppl.json")).unwrap()).unwrap();
+        let seqs: Vec<Vec<u32>> = g["sequences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(json_ids)
+            .collect();
+        // f32: per token, transformers to rounding; int8 (random weights, the worst case for
+        // quantization): within 1 % of the whole sum.
+        for (quantize, tol) in [(None, 1e-5), (Some(Target::Int8), 1e-2)] {
+            let path = dir
+                .path()
+                .join(format!("{name}-{}.quill", quantize.is_some()));
+            let options = ConvertOptions { quantize };
+            convert_hf(&src, &path, &options, &mut |_, _| {}).unwrap();
+            let m = Model::open(&path, &OpenOptions::default()).unwrap();
+            for (key, window, batch) in [("whole", 64, 2), ("window16", 16, 3)] {
+                let p = quill::eval::perplexity_ids(&m, &seqs, window, batch).unwrap();
+                let want = &g[key];
+                let (nll, tokens) = (want["nll"].as_f64().unwrap(), want["tokens"].as_u64());
+                assert_eq!(Some(p.tokens as u64), tokens, "{name} {key}");
+                let err = match quantize {
+                    None => (p.nll - nll).abs() / p.tokens as f64,
+                    Some(_) => (p.nll - nll).abs() / nll,
+                };
+                assert!(
+                    err < tol,
+                    "{name} {key} int8={}: nll {} vs {nll} ({err:e})",
+                    quantize.is_some(),
+                    p.nll
+                );
+                assert!((p.perplexity - (p.nll / p.tokens as f64).exp()).abs() < 1e-9);
+            }
+        }
+    }
+    // An encoder-decoder has no perplexity of a text by itself.
+    let src = root().join("tests/fixtures/hf/marian");
+    let path = dir.path().join("marian.quill");
+    convert_hf(&src, &path, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    let m = Model::open(&path, &OpenOptions::default()).unwrap();
+    let e = quill::eval::perplexity_ids(&m, &[vec![1, 2, 3]], 16, 1).unwrap_err();
+    assert!(e.to_string().contains("decoder-only"), "{e}");
+}

@@ -83,6 +83,7 @@ fn main() {
         max_positions: s.max(t) + 1,
         position_offset: 0,
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,

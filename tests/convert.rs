@@ -130,6 +130,21 @@ fn unsupported_configurations_are_refused_naming_the_field() {
         c["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0})
     });
     assert_eq!(field(&e), "rope_parameters.rope_type");
+    // Llama 3 scaling needs its parameters, and sane ones (checked by the config).
+    let e = refused("llama", |c| {
+        c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0})
+    });
+    assert_eq!(field(&e), "rope_parameters.low_freq_factor");
+    let e = refused("llama", |c| {
+        c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192})
+    });
+    assert_eq!(field(&e), "rope_scaling");
+    let e = refused("llama", |c| {
+        c["rope_parameters"] = serde_json::json!({"rope_type": "linear", "factor": -2.0})
+    });
+    assert_eq!(field(&e), "rope_scaling");
     let e = refused("gpt2", |c| {
         c["scale_attn_by_inverse_layer_idx"] = true.into()
     });

@@ -69,6 +69,7 @@ fn cases(dir: &Path) -> Vec<(String, Model, Vec<Vec<u32>>)> {
         "llama",
         "mistral",
         "qwen2",
+        "llama3",
         "pegasus",
         "bart-asym",
         "t5-asym",

@@ -248,6 +248,24 @@ fn llama_gqa_matches_transformers() {
     check_parity("llama");
 }
 
+/// Llama 3.1/3.2's `rope_scaling` ("llama3": frequencies kept, blended and divided), rope_theta
+/// 5e5 and tied embeddings; the long batch (tests below) runs it to 244 positions.
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = convert("llama3", None, dir.path());
+    assert_eq!(
+        m.config().rope_scaling,
+        Some(quill::format::RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_positions: 64,
+        })
+    );
+    check_parity("llama3");
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -493,6 +511,7 @@ fn long_inputs_in_a_ragged_batch_match_transformers_padded_batch() {
         "gpt2",
         "llama",
         "qwen2",
+        "llama3",
     ] {
         let worst = check_long_batch(name);
         eprintln!("{name}: max logit difference {worst:e}");

@@ -48,6 +48,7 @@ fn config(arch: Arch, pre_norm: bool, positions: Positions, norm: Norm, gated: b
             0
         },
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,

@@ -111,6 +111,90 @@ fn default_rope_theta() -> f64 {
     10_000.0
 }
 
+/// How rotary frequencies are scaled for contexts longer than the model was first trained on
+/// (Hugging Face `rope_scaling` / `rope_parameters`). Applied to the inverse frequencies
+/// `θ^(−2i/head_dim)` once, at load; the angle of position `p` is `p · inv_freq[i]`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Every frequency divided by `factor` (position interpolation).
+    Linear { factor: f64 },
+    /// Llama 3.1's: wavelengths longer than `original_max_positions / low_freq_factor` are
+    /// divided by `factor`, shorter than `original_max_positions / high_freq_factor` kept, and
+    /// the ones between blended linearly in `original_max_positions / wavelength`.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_positions: usize,
+    },
+}
+
+impl RopeScaling {
+    /// `inv` (the unscaled inverse frequencies) scaled, computed in f32 as `transformers`
+    /// computes them.
+    pub fn apply(&self, inv: &mut [f32]) {
+        match *self {
+            RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor as f32),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_positions,
+            } => {
+                let (factor, low, high) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                );
+                let old = original_max_positions as f32;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                for f in inv.iter_mut() {
+                    let wavelen = 2.0 * std::f32::consts::PI / *f;
+                    let scaled = if wavelen > low_wavelen {
+                        *f / factor
+                    } else {
+                        *f
+                    };
+                    *f = if wavelen < high_wavelen || wavelen > low_wavelen {
+                        scaled
+                    } else {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    };
+                }
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::bad_config("rope_scaling", why.to_string()));
+        match *self {
+            RopeScaling::Linear { factor } if !(factor.is_finite() && factor > 0.0) => {
+                bad("factor must be > 0")
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_positions,
+            } if !(factor.is_finite()
+                && factor > 0.0
+                && low_freq_factor.is_finite()
+                && low_freq_factor > 0.0
+                && high_freq_factor.is_finite()
+                && high_freq_factor > low_freq_factor
+                && original_max_positions > 0) =>
+            {
+                bad(
+                    "llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor and original_max_positions > 0",
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The hyperparameters of a model (`quill.config`, JSON). Unknown fields are refused, so a file
 /// written by a newer quill with a field this build does not understand fails loudly instead of
 /// running wrongly.
@@ -167,6 +251,9 @@ pub struct Config {
     pub position_offset: usize,
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
+    /// Rotary frequency scaling ([`RopeScaling`]); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
     /// Rotary pairs are adjacent (GPT-J style) instead of the two halves (Llama "rotate half").
     #[serde(default)]
     pub rope_interleaved: bool,
@@ -451,6 +538,9 @@ impl Config {
                 if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
                     return Err(Error::bad_config("rope_theta", "must be > 0"));
                 }
+                if let Some(r) = &self.rope_scaling {
+                    r.validate()?;
+                }
             }
             Positions::Relative => {
                 positive("relative_buckets", self.relative_buckets)?;
@@ -502,6 +592,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Linear scaling divides every frequency; Llama 3's keeps the short wavelengths, divides
+    /// the long ones and blends between (the formula of transformers' `_compute_llama3_parameters`
+    /// written out for one frequency of each kind).
+    #[test]
+    fn rope_scaling_applies_to_the_inverse_frequencies() {
+        let mut inv = [1.0f32, 0.5];
+        RopeScaling::Linear { factor: 4.0 }.apply(&mut inv);
+        assert_eq!(inv, [0.25, 0.125]);
+        let l3 = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_positions: 64,
+        };
+        // wavelengths 2π (< 16: kept), 2π/0.2 ≈ 31.4 (between 16 and 64: blended), 2π/0.01 (> 64).
+        let mut inv = [1.0f32, 0.2, 0.01];
+        l3.apply(&mut inv);
+        let smooth = (64.0 / (2.0 * std::f32::consts::PI / 0.2) - 1.0) / 3.0;
+        let blended = (1.0 - smooth) * 0.2 / 8.0 + smooth * 0.2;
+        assert_eq!(inv[0], 1.0);
+        assert!((inv[1] - blended).abs() < 1e-7, "{} vs {blended}", inv[1]);
+        assert_eq!(inv[2], 0.01 / 8.0);
+    }
 
     pub(crate) fn marian_like() -> &'static str {
         r#"{"vocab_size":1000,"d_model":64,"encoder_layers":2,"decoder_layers":2,"heads":4,

@@ -14,7 +14,7 @@ mod reader;
 mod summary;
 mod writer;
 
-pub use config::{Activation, Arch, Config, LstmAttention, Norm, Positions};
+pub use config::{Activation, Arch, Config, LstmAttention, Norm, Positions, RopeScaling};
 pub use reader::{MatrixRef, QuillFile, QuillMeta, Source};
 pub use summary::{KindTotals, Summary, TensorLine};
 pub use writer::Writer;

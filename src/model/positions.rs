@@ -2,6 +2,8 @@
 //! tables, T5's relative-position buckets and bias tables. Shared by the runtime and the trainer,
 //! each checked against its reference formula in the tests below.
 
+use crate::format::RopeScaling;
+
 /// The rows of [`sinusoids`], computed `SINUSOID_CHUNK` rows at a time when a position is first
 /// used: a whole table (two of `[max_positions, d]` for an encoder-decoder, ~1 M `sin_cos` for
 /// Marian) would be most of the time it takes to open a model.
@@ -88,13 +90,21 @@ fn sinusoid_rows(first: usize, n: usize, d: usize) -> Vec<f32> {
     t
 }
 
-/// Rotary tables as Hugging Face computes them (in f32): `inv_freq[i] = 1 / θ^(2i/d)`,
-/// angle = position · inv_freq[i].
-pub(crate) fn rope_tables(len: usize, hd: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+/// Rotary tables as Hugging Face computes them (in f32): `inv_freq[i] = 1 / θ^(2i/d)` (then
+/// scaled, [`RopeScaling::apply`]), angle = position · inv_freq[i].
+pub(crate) fn rope_tables(
+    len: usize,
+    hd: usize,
+    theta: f64,
+    scaling: Option<&RopeScaling>,
+) -> (Vec<f32>, Vec<f32>) {
     let half = hd / 2;
-    let inv: Vec<f32> = (0..half)
+    let mut inv: Vec<f32> = (0..half)
         .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / hd as f32))
         .collect();
+    if let Some(s) = scaling {
+        s.apply(&mut inv);
+    }
     let mut cos = vec![0f32; len * half];
     let mut sin = vec![0f32; len * half];
     for p in 0..len {

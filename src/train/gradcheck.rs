@@ -215,7 +215,7 @@ fn embedding_gradients() {
 fn rope_backward_is_the_inverse_rotation() {
     let mut rng = Rng::new(5);
     let (heads, d, l) = (2, 8, 3);
-    let (cos, sin) = crate::model::positions::rope_tables(l, d, 10_000.0);
+    let (cos, sin) = crate::model::positions::rope_tables(l, d, 10_000.0, None);
     let neg: Vec<f32> = sin.iter().map(|s| -s).collect();
     for interleaved in [false, true] {
         let x = rand_vec(&mut rng, 2 * l * heads * d, 1.0);
@@ -373,6 +373,7 @@ fn tiny(
             0
         },
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,

@@ -16,7 +16,7 @@ encoder-decoders:
 bart-asym (the decoder has more layers, fewer heads and a narrower feed-forward than the
 encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers, gated-gelu). Made with
 the venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
-    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3 llama3
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym pegasus mt5
 """
 import json
@@ -274,6 +274,29 @@ def extra():
         m.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
         toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V, byte_tokens=True)
         finish(m, "mistral", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
+               [1] + src_ids(None, n=11), decoder_only=True)
+
+    if wanted("llama3"):
+        # ---- Llama 3.1/3.2: rope_scaling "llama3" (factor 8; original context 64, so that the
+        # head's wavelengths fall on all three sides: kept, blended, divided), rope_theta 5e5,
+        # tied embeddings, GQA.
+        torch.manual_seed(SEED)
+        cfg = LlamaConfig(
+            vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+            rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+            initializer_range=0.1,
+            rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 64},
+        )
+        m = LlamaForCausalLM(cfg)
+        with torch.no_grad():
+            m.model.embed_tokens.weight.normal_(0, 0.02)
+            m.model.norm.weight.mul_(4)
+        m.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V, byte_tokens=True)
+        finish(m, "llama3", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
                [1] + src_ids(None, n=11), decoder_only=True)
 
 

@@ -258,6 +258,7 @@ fn new_config(a: &Args, arch: Arch, vocab: usize) -> Res<Config> {
         max_positions: a.max_positions,
         position_offset: 0,
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,

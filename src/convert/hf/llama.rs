@@ -4,7 +4,8 @@
 use super::{Hf, Op, Planned, Sources, activation, base_config, plan, plan_linear, plan_norm};
 use crate::error::{Error, Result};
 use crate::format::names::{self, Ffn, Proj};
-use crate::format::{Arch, Config, Norm, Positions};
+use crate::format::{Arch, Config, Norm, Positions, RopeScaling};
+use serde_json::Value;
 
 pub(super) fn llama(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
     let c = config(hf, src)?;
@@ -49,8 +50,38 @@ pub(super) fn plan_tail(p: &mut Vec<Planned>, src: &Sources) -> Result<()> {
     Ok(())
 }
 
+/// The rotary scaling of `rope_parameters` (or the older `rope_scaling`): none, `linear` or
+/// `llama3`; any other scheme (`dynamic`, `yarn`, `longrope`...) is refused, naming it.
+pub(super) fn rope_scaling(rope: &Value) -> Result<Option<RopeScaling>> {
+    let field = |k: &str| format!("rope_parameters.{k}");
+    let kind = rope["rope_type"].as_str().or(rope["type"].as_str());
+    let num = |k: &str| -> Result<f64> {
+        rope[k]
+            .as_f64()
+            .ok_or_else(|| Error::bad_config(&field(k), "missing or not a number"))
+    };
+    Ok(match kind {
+        None | Some("default") => None,
+        Some("linear") => Some(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
+        Some("llama3") => Some(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_positions: num("original_max_position_embeddings")? as usize,
+        }),
+        Some(k) => {
+            return Err(Error::bad_config(
+                &field("rope_type"),
+                format!("\"{k}\" is not supported (default, linear and llama3 are)"),
+            ));
+        }
+    })
+}
+
 /// The configuration the Llama-shaped families share: widths, grouped-query heads, rotary
-/// positions (refusing scaled rotary schemes), a sliding window as the limit of positions.
+/// positions (linear and Llama 3 scaling; other schemes refused), a sliding window as the limit of positions.
 pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
     let d = hf.usize("hidden_size")?;
     let mut c = base_config(hf.usize("vocab_size")?, d);
@@ -70,14 +101,7 @@ pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
     } else {
         &hf.0["rope_scaling"]
     };
-    if let Some(kind) = rope["rope_type"].as_str().or(rope["type"].as_str())
-        && kind != "default"
-    {
-        return Err(Error::bad_config(
-            "rope_parameters.rope_type",
-            format!("\"{kind}\" is not supported (only the default rotary scheme)"),
-        ));
-    }
+    c.rope_scaling = rope_scaling(rope)?;
     c.rope_theta = rope["rope_theta"]
         .as_f64()
         .or(hf.opt_f64("rope_theta")?)

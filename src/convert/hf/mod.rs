@@ -256,6 +256,7 @@ pub(crate) fn base_config(vocab: usize, d: usize) -> Config {
         max_positions: 0,
         position_offset: 0,
         rope_theta: 10_000.0,
+        rope_scaling: None,
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,

@@ -229,7 +229,7 @@ impl TransformerState {
             acts: ActScratch::with_capacity(rows, d.max(qd).max(ffn)),
         };
         let (rope_cos, rope_sin) = if s.rope > 0 {
-            rope_tables(dec_len, hd, c.rope_theta)
+            rope_tables(dec_len, hd, c.rope_theta, c.rope_scaling.as_ref())
         } else {
             (Vec::new(), Vec::new())
         };

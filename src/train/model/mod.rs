@@ -330,8 +330,12 @@ impl Transformer {
             } else {
                 4096
             };
-            let (cos, sin) =
-                crate::model::positions::rope_tables(len, config.head_dim(), config.rope_theta);
+            let (cos, sin) = crate::model::positions::rope_tables(
+                len,
+                config.head_dim(),
+                config.rope_theta,
+                config.rope_scaling.as_ref(),
+            );
             let neg: Vec<f32> = sin.iter().map(|s| -s).collect();
             (cos, sin, neg)
         });

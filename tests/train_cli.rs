@@ -42,6 +42,21 @@ fn train(args: &[&str]) -> String {
     stderr
 }
 
+/// Runs quill-train with `args`, which must fail; its standard error.
+fn train_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_quill-train"))
+        .args(args)
+        .args(["--threads", "1", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "quill-train {args:?} succeeded:\n{stderr}"
+    );
+    stderr
+}
+
 fn lines_of_kind(metrics: &str, kind: &str) -> Vec<serde_json::Value> {
     metrics
         .lines()
@@ -171,16 +186,17 @@ fn seq2seq_run_writes_models_metrics_and_plot_and_resumes() {
         (Some(20), Some(3))
     );
     assert!(g["num_beams"].as_u64().is_some(), "{g:?}");
-    let bad = Command::new(env!("CARGO_BIN_EXE_quill-train"))
-        .args(["--train", d, "-o", o, "--resume", ckpt.to_str().unwrap()])
-        .args(["--generation", r#"{"task":"poetry"}"#, "--quiet"])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        !bad.status.success() && e.contains("task \"poetry\""),
-        "{e}"
-    );
+    let e = train_fails(&[
+        "--train",
+        d,
+        "-o",
+        o,
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--generation",
+        r#"{"task":"poetry"}"#,
+    ]);
+    assert!(e.contains("task \"poetry\""), "{e}");
 
     // `quill eval` on the int8 export.
     let test_tsv = dir.path().join("test.tsv");
@@ -461,15 +477,9 @@ fn chat_runs_store_their_template_and_special_tokens() {
     );
 
     std::fs::write(&template, "{% for m in messages %}").unwrap();
-    let bad = Command::new(env!("CARGO_BIN_EXE_quill-train"))
-        .args(args)
-        .args(["--quiet"])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&bad.stderr);
+    let e = train_fails(&args);
     assert!(
-        !bad.status.success() && e.contains("--chat-template"),
+        e.contains("--chat-template") && !e.contains("trained"),
         "{e}"
     );
-    assert!(!e.contains("trained"), "{e}");
 }

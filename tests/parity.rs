@@ -70,6 +70,7 @@ fn cases(dir: &Path) -> Vec<(String, Model, Vec<Vec<u32>>)> {
         "mistral",
         "qwen2",
         "llama3",
+        "qwen3",
         "pegasus",
         "bart-asym",
         "t5-asym",

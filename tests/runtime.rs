@@ -248,6 +248,13 @@ fn llama_gqa_matches_transformers() {
     check_parity("llama");
 }
 
+/// Qwen3: per-head RMSNorm of queries and keys before rotary positions, heads wider than
+/// `d_model / heads` (4 × 32 on 64), tied embeddings.
+#[test]
+fn qwen3_qk_norm_matches_transformers() {
+    check_parity("qwen3");
+}
+
 /// Llama 3.1/3.2's `rope_scaling` ("llama3": frequencies kept, blended and divided), rope_theta
 /// 5e5 and tied embeddings; the long batch (tests below) runs it to 244 positions.
 #[test]
@@ -512,6 +519,7 @@ fn long_inputs_in_a_ragged_batch_match_transformers_padded_batch() {
         "llama",
         "qwen2",
         "llama3",
+        "qwen3",
     ] {
         let worst = check_long_batch(name);
         eprintln!("{name}: max logit difference {worst:e}");

@@ -412,6 +412,23 @@ fn exports_load_in_the_runtime_and_quantized_ones_agree() {
     );
 }
 
+/// A converted model with a weight the trainer does not have (Qwen3's per-head q/k norms) is
+/// refused by name: training it would write models without that weight.
+#[test]
+fn fine_tuning_refuses_weights_the_trainer_would_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/qwen3");
+    let path = dir.path().join("qwen3.quill");
+    let o = quill::convert::hf::ConvertOptions { quantize: None };
+    quill::convert::hf::convert_hf(&hf, &path, &o, &mut |_, _| {}).unwrap();
+    let file = QuillFile::read(&path).unwrap();
+    let Err(e) = load_model(&file) else {
+        panic!("a model with q/k norms was accepted for training");
+    };
+    let e = e.to_string();
+    assert!(e.contains("self_attn.q_norm"), "{e}");
+}
+
 #[test]
 fn fine_tuning_starts_from_a_converted_hugging_face_model() {
     let dir = tempfile::tempdir().unwrap();

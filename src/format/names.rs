@@ -136,6 +136,14 @@ impl Layer {
     pub fn self_attn_norm(&self) -> String {
         format!("{}.self_attn_norm", self.0)
     }
+    /// RMSNorm of each query head before rotary positions (Qwen3), weight `[head_dim]`.
+    pub fn self_attn_q_norm(&self) -> String {
+        format!("{}.self_attn.q_norm", self.0)
+    }
+    /// RMSNorm of each key head before rotary positions (Qwen3), weight `[head_dim]`.
+    pub fn self_attn_k_norm(&self) -> String {
+        format!("{}.self_attn.k_norm", self.0)
+    }
     pub fn cross_attn(&self, p: Proj) -> String {
         format!("{}.cross_attn.{}", self.0, p.as_str())
     }

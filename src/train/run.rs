@@ -353,6 +353,21 @@ pub fn load_model(file: &QuillFile) -> Result<(Net, Vec<f32>, String, Option<Str
         crate::format::Arch::LstmSeq2Seq => Lstm::build(&meta.config, &has)?.into(),
         arch => Transformer::build(arch, &meta.config, &has, &shape_of)?.into(),
     };
+    // A weight the trainer has no parameter for (Qwen3's q/k norms, say) would be dropped from
+    // every model it writes: refuse instead, naming it.
+    let known: std::collections::HashSet<&str> =
+        model.params().iter().map(|p| p.name.as_str()).collect();
+    if let Some(t) = file.tensors().find(|t| {
+        !crate::format::names::is_quill_data(t.name)
+            && !known.contains(t.name)
+            && ![ADAM_M, ADAM_V].contains(&t.name)
+    }) {
+        return Err(Error::Unsupported(format!(
+            "tensor `{}`: the trainer has no such weight, so this model cannot be trained or \
+             fine-tuned here (it would be dropped)",
+            t.name
+        )));
+    }
     let mut params = vec![0f32; model.len()];
     for p in model.params() {
         let t = file.tensor(&p.name)?;

@@ -22,7 +22,7 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 root = sys.argv[1]
-NAMES = sys.argv[2:] or ["gpt2", "llama", "qwen2", "llama3"]
+NAMES = sys.argv[2:] or ["gpt2", "llama", "qwen2", "llama3", "qwen3"]
 torch.set_num_threads(2)
 
 

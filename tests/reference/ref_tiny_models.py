@@ -16,7 +16,7 @@ encoder-decoders:
 bart-asym (the decoder has more layers, fewer heads and a narrower feed-forward than the
 encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers, gated-gelu). Made with
 the venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
-    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3 llama3
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3 llama3 qwen3
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym pegasus mt5
 """
 import json
@@ -47,6 +47,8 @@ from transformers import (
     Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
     MarianConfig,
     MarianMTModel,
     PreTrainedTokenizerFast,
@@ -298,6 +300,29 @@ def extra():
         toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V, byte_tokens=True)
         finish(m, "llama3", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
                [1] + src_ids(None, n=11), decoder_only=True)
+
+    if wanted("qwen3"):
+        # ---- Qwen3: per-head RMSNorm of q and k before rotary positions (random weights, so
+        # their import is really tested), head_dim 32 with 4 heads on d_model 64 (q is wider than
+        # the model), GQA, no biases, tied embeddings, rope_theta 1e6.
+        torch.manual_seed(SEED)
+        cfg = Qwen3Config(
+            vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
+            rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+            bos_token_id=V - 1, eos_token_id=V - 1, initializer_range=0.1, use_sliding_window=False,
+        )
+        m = Qwen3ForCausalLM(cfg)
+        with torch.no_grad():
+            m.model.embed_tokens.weight.normal_(0, 0.02)
+            m.model.norm.weight.mul_(4)
+            for layer in m.model.layers:
+                layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+                layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+        m.generation_config = GenerationConfig(bos_token_id=V - 1, eos_token_id=V - 1, pad_token_id=V - 1)
+        toks = make_vocab({V - 1: "<|endoftext|>"}, V)
+        finish(m, "qwen3", toks, dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+               unk_token="<|endoftext|>"), src_ids(None), decoder_only=True)
 
 
 def phi3():

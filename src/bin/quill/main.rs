@@ -86,7 +86,7 @@ enum Command {
         threads: usize,
     },
     /// Import a Hugging Face checkpoint folder (Marian, BART, mBART, Pegasus, M2M100/NLLB, T5, mT5,
-    /// GPT-2, Llama, Mistral, Qwen2, Phi-3).
+    /// GPT-2, Llama, Mistral, Qwen2, Qwen3, Phi-3).
     Convert {
         hf_dir: PathBuf,
         output: PathBuf,

@@ -1,5 +1,5 @@
-//! The Llama family (`model_type` `llama`, `mistral`, `qwen2`): rotary positions, RMS norms,
-//! gated SiLU feed-forwards, grouped-query attention.
+//! The Llama family (`model_type` `llama`, `mistral`, `qwen2`, `qwen3`): rotary positions, RMS
+//! norms, gated SiLU feed-forwards, grouped-query attention; Qwen3's per-head q/k norms.
 
 use super::{Hf, Op, Planned, Sources, activation, base_config, plan, plan_linear, plan_norm};
 use crate::error::{Error, Result};
@@ -7,7 +7,9 @@ use crate::format::names::{self, Ffn, Proj};
 use crate::format::{Arch, Config, Norm, Positions, RopeScaling};
 use serde_json::Value;
 
-pub(super) fn llama(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned>)> {
+/// `qk_norm`: Qwen3's per-head RMSNorm of queries and keys (`self_attn.{q,k}_norm`, before
+/// rotary positions), required.
+pub(super) fn llama(hf: &Hf, src: &Sources, qk_norm: bool) -> Result<(Arch, Config, Vec<Planned>)> {
     let c = config(hf, src)?;
     let mut p = Vec::new();
     plan(&mut p, names::EMBED, "model.embed_tokens.weight", Op::Copy);
@@ -27,6 +29,16 @@ pub(super) fn llama(hf: &Hf, src: &Sources) -> Result<(Arch, Config, Vec<Planned
             &l.self_attn_norm(),
             &format!("{hl}.input_layernorm"),
         );
+        if qk_norm {
+            let q = format!("{hl}.self_attn.q_norm");
+            plan_norm(&mut p, src, &l.self_attn_q_norm(), &q);
+            plan_norm(
+                &mut p,
+                src,
+                &l.self_attn_k_norm(),
+                &format!("{hl}.self_attn.k_norm"),
+            );
+        }
         for (f, hf) in [(Ffn::Gate, "gate"), (Ffn::Up, "up"), (Ffn::Down, "down")] {
             plan_linear(&mut p, src, &l.ffn(f), &format!("{hl}.mlp.{hf}_proj"));
         }

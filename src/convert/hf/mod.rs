@@ -3,7 +3,7 @@
 //! (`docs/architectures.md`).
 //!
 //! Supported `model_type`s: `marian`, `bart`, `mbart`, `pegasus`, `m2m_100` (M2M100, NLLB), `t5` (v1.0
-//! and v1.1 / flan), `mt5`, `gpt2`, `llama`, `mistral`, `qwen2`, `phi3`; one file per family here. A
+//! and v1.1 / flan), `mt5`, `gpt2`, `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`; one file per family here. A
 //! configuration quill cannot run exactly is refused with a message naming the field and its
 //! value. Try it: `quill convert ./opus-mt-en-de out.quill --quantize int8`.
 
@@ -324,14 +324,15 @@ fn plan_conversion(
         }
         "t5" | "mt5" => t5::t5(&hf, src)?,
         "gpt2" => gpt2::gpt2(&hf, src)?,
-        "llama" | "mistral" | "qwen2" => llama::llama(&hf, src)?,
+        "llama" | "mistral" | "qwen2" => llama::llama(&hf, src, false)?,
+        "qwen3" => llama::llama(&hf, src, true)?,
         "phi3" => phi3::phi3(&hf, src)?,
         "quill-lstm" => torch_lstm::lstm(&hf, src)?,
         other => {
             return Err(Error::bad_config(
                 "model_type",
                 format!(
-                    "\"{other}\" is not supported (marian, bart, mbart, pegasus, m2m_100, t5, mt5, gpt2, llama, mistral, qwen2, phi3, quill-lstm)"
+                    "\"{other}\" is not supported (marian, bart, mbart, pegasus, m2m_100, t5, mt5, gpt2, llama, mistral, qwen2, qwen3, phi3, quill-lstm)"
                 ),
             ));
         }

@@ -265,6 +265,16 @@ impl SelfAttention {
         cx.linear(q, a, rows, &mut w.q, &mut w.acts);
         cx.linear(k, a, rows, &mut w.k, &mut w.acts);
         cx.linear(v, a, rows, &mut w.v, &mut w.acts);
+        if let Some((qn, kn)) = &self.qk_norm {
+            let eps = c.norm_eps as f32;
+            let mut tmp = vec![0f32; hd];
+            for (x, weight) in [(&mut w.q[..rows * qd], qn), (&mut w.k[..rows * kvd], kn)] {
+                for head in x.chunks_exact_mut(hd) {
+                    (cx.kern.rms_norm)(head, weight, eps, &mut tmp);
+                    head.copy_from_slice(&tmp);
+                }
+            }
+        }
         if c.positions == Positions::Rotary {
             rotate(cx, seqs.groups, rope, w);
         }

@@ -43,6 +43,9 @@ pub(crate) struct SelfAttention {
     pub proj: Attention,
     /// `[d]`
     pub norm: Norm,
+    /// Per-head RMSNorm weights (`[head_dim]`) of the queries and keys, applied before rotary
+    /// positions (Qwen3); both or neither.
+    pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Cross-attention over the encoder output (decoder of a seq2seq model) and its norm.
@@ -184,6 +187,28 @@ impl Loader<'_> {
         }
     }
 
+    /// The per-head query and key norms of a layer's self-attention, when it has them (RMSNorm:
+    /// the model's norm must be `rms_norm`).
+    fn qk_norm(&self, l: &names::Layer) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let hd = self.cfg.head_dim();
+        let (q, k) = (
+            names::weight(&l.self_attn_q_norm()),
+            names::weight(&l.self_attn_k_norm()),
+        );
+        match (self.has(&q), self.has(&k)) {
+            (false, false) => Ok(None),
+            (true, true) if self.cfg.norm == crate::format::Norm::RmsNorm => {
+                Ok(Some((self.vector(&q, hd)?, self.vector(&k, hd)?)))
+            }
+            (true, true) => Err(Error::bad_config(
+                "norm",
+                format!("`{q}` is an RMSNorm weight, but the model's norm is layer_norm"),
+            )),
+            (true, false) => Err(Error::MissingTensor(k)),
+            (false, true) => Err(Error::MissingTensor(q)),
+        }
+    }
+
     /// An attention block whose projections are named by `proj`.
     fn attention(&self, proj: impl Fn(Proj) -> String) -> Result<Attention> {
         let c = self.cfg;
@@ -289,6 +314,7 @@ impl Loader<'_> {
                 self_attn: SelfAttention {
                     proj: self.attention(|p| l.self_attn(p))?,
                     norm: self.norm(&l.self_attn_norm())?,
+                    qk_norm: self.qk_norm(&l)?,
                 },
                 cross: if cross {
                     Some(CrossAttention {

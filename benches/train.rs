@@ -87,6 +87,7 @@ fn main() {
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,
+        sliding_window: 0,
         scale_embedding: true,
         attention_scale: None,
         logits_scale: 1.0,

@@ -119,8 +119,8 @@ typedef struct {
   uint64_t copied_bytes;
   // The longest sequence the model's positions cover (a decoder-only model's prompt and reply
   // together; a seq2seq model's source, and its output after the decoder start id); 0 when
-  // positions set no limit (LSTM, T5's relative positions, rotary positions without a sliding
-  // window: like `transformers`, quill runs those past `max_position_embeddings`).
+  // positions set no limit (LSTM, T5's relative positions, rotary positions with or without
+  // a sliding window: like `transformers`, quill runs those past `max_position_embeddings`).
   uint32_t max_positions;
   // Start-of-sequence id, or `QUILL_NO_ID`.
   uint32_t bos_id;

@@ -130,6 +130,20 @@ fn unsupported_configurations_are_refused_naming_the_field() {
         c["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0})
     });
     assert_eq!(field(&e), "rope_parameters.rope_type");
+    // Sliding windows: quill slides every layer or none.
+    let e = refused("qwen2", |c| {
+        c["sliding_window"] = 64.into();
+        c["use_sliding_window"] = true.into();
+        c["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
+    });
+    assert_eq!(field(&e), "layer_types");
+    let e = refused("qwen2", |c| {
+        c["sliding_window"] = 64.into();
+        c["use_sliding_window"] = true.into();
+        c["max_window_layers"] = 1.into();
+        c.as_object_mut().unwrap().remove("layer_types");
+    });
+    assert_eq!(field(&e), "max_window_layers");
     // Llama 3 scaling needs its parameters, and sane ones (checked by the config).
     let e = refused("llama", |c| {
         c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0})

@@ -520,6 +520,7 @@ fn long_inputs_in_a_ragged_batch_match_transformers_padded_batch() {
         "qwen2",
         "llama3",
         "qwen3",
+        "mistral",
     ] {
         let worst = check_long_batch(name);
         eprintln!("{name}: max logit difference {worst:e}");

@@ -52,6 +52,7 @@ fn config(arch: Arch, pre_norm: bool, positions: Positions, norm: Norm, gated: b
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,
+        sliding_window: 0,
         scale_embedding: seq2seq,
         attention_scale: None,
         logits_scale: 1.0,

@@ -104,6 +104,9 @@ fn one() -> f64 {
 fn is_false(v: &bool) -> bool {
     !*v
 }
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
 fn is_one(v: &f64) -> bool {
     *v == 1.0
 }
@@ -262,6 +265,10 @@ pub struct Config {
     pub relative_buckets: usize,
     #[serde(default)]
     pub relative_max_distance: usize,
+    /// Sliding-window attention (Mistral, Phi-3): a decoder position attends to itself and the
+    /// `sliding_window − 1` positions before it; 0 = the whole causal prefix.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sliding_window: usize,
     /// Multiply embeddings by sqrt(d_model).
     #[serde(default)]
     pub scale_embedding: bool,

@@ -19,6 +19,14 @@ impl<'a> Rows<'a> {
     pub fn row(&self, i: usize) -> &'a [f32] {
         &self.data[i * self.stride..i * self.stride + self.width]
     }
+
+    /// These rows without the first `n`.
+    pub fn skip(self, n: usize) -> Rows<'a> {
+        Rows {
+            data: &self.data[n * self.stride..],
+            ..self
+        }
+    }
 }
 
 /// Which keys a query may see.

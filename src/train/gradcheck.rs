@@ -377,6 +377,7 @@ fn tiny(
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,
+        sliding_window: 0,
         scale_embedding: true,
         attention_scale: None,
         logits_scale: if pre_norm { 1.0 } else { 0.8 },

@@ -262,6 +262,7 @@ fn new_config(a: &Args, arch: Arch, vocab: usize) -> Res<Config> {
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,
+        sliding_window: 0,
         scale_embedding: !lstm,
         attention_scale: None,
         logits_scale: 1.0,

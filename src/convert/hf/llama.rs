@@ -62,6 +62,50 @@ pub(super) fn plan_tail(p: &mut Vec<Planned>, src: &Sources) -> Result<()> {
     Ok(())
 }
 
+/// The sliding window every layer attends through (Mistral, Phi-3), or 0. `transformers` slides
+/// the layers whose `layer_types` entry is `sliding_attention` (Qwen2/Qwen3 with
+/// `use_sliding_window`: those from `max_window_layers` on); quill slides all layers or none,
+/// and refuses a mix, naming the field.
+fn sliding_window(hf: &Hf, layers: usize) -> Result<usize> {
+    let Some(w) = hf.opt_usize("sliding_window")? else {
+        return Ok(0);
+    };
+    if hf.opt_bool("use_sliding_window")? == Some(false) {
+        return Ok(0);
+    }
+    if let Some(types) = hf.0["layer_types"].as_array() {
+        let sliding = types
+            .iter()
+            .filter(|t| t.as_str() == Some("sliding_attention"))
+            .count();
+        return match sliding {
+            0 => Ok(0),
+            n if n == types.len() => Ok(w),
+            n => Err(Error::bad_config(
+                "layer_types",
+                format!(
+                    "{n} of {} layers slide: quill slides all layers or none",
+                    types.len()
+                ),
+            )),
+        };
+    }
+    // Without layer_types (older configs): Qwen's layers slide from max_window_layers on.
+    match hf.opt_usize("max_window_layers")? {
+        Some(m) if hf.opt_bool("use_sliding_window")? == Some(true) && m > 0 => {
+            if m >= layers {
+                Ok(0)
+            } else {
+                Err(Error::bad_config(
+                    "max_window_layers",
+                    format!("{m}: only layers from it on slide; quill slides all layers or none"),
+                ))
+            }
+        }
+        _ => Ok(w),
+    }
+}
+
 /// The rotary scaling of `rope_parameters` (or the older `rope_scaling`): none, `linear` or
 /// `llama3`; any other scheme (`dynamic`, `yarn`, `longrope`...) is refused, naming it.
 pub(super) fn rope_scaling(rope: &Value) -> Result<Option<RopeScaling>> {
@@ -93,7 +137,7 @@ pub(super) fn rope_scaling(rope: &Value) -> Result<Option<RopeScaling>> {
 }
 
 /// The configuration the Llama-shaped families share: widths, grouped-query heads, rotary
-/// positions (linear and Llama 3 scaling; other schemes refused), a sliding window as the limit of positions.
+/// positions (linear and Llama 3 scaling; other schemes refused), a sliding window.
 pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
     let d = hf.usize("hidden_size")?;
     let mut c = base_config(hf.usize("vocab_size")?, d);
@@ -119,15 +163,9 @@ pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
         .or(hf.opt_f64("rope_theta")?)
         .unwrap_or(10_000.0);
     // Rotary positions have no table: like transformers, quill runs past max_position_embeddings
-    // (max_positions 0 = no limit). A sliding window is a real limit: within it, sliding-window
-    // attention is ordinary causal attention; beyond it quill would compute something else.
+    // (max_positions 0 = no limit).
     c.max_positions = 0;
-    if let Some(w) = hf.opt_usize("sliding_window")?
-        && hf.opt_bool("use_sliding_window")? != Some(false)
-        && w < hf.usize("max_position_embeddings")?
-    {
-        c.max_positions = w;
-    }
+    c.sliding_window = sliding_window(hf, c.decoder_layers)?;
     c.bos_id = hf.id("bos_token_id")?;
     c.eos_ids = hf.ids("eos_token_id")?;
     c.pad_id = hf.id("pad_token_id")?;

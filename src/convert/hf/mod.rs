@@ -260,6 +260,7 @@ pub(crate) fn base_config(vocab: usize, d: usize) -> Config {
         rope_interleaved: false,
         relative_buckets: 0,
         relative_max_distance: 0,
+        sliding_window: 0,
         scale_embedding: false,
         attention_scale: None,
         logits_scale: 1.0,

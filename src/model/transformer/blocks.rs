@@ -323,6 +323,13 @@ impl SelfAttention {
                         Some(_) => (g.pos0 + t, g.pos0 + t + 1),
                         None => (t, g.len),
                     };
+                    // A sliding window: the last `window` positions of the prefix only.
+                    let skip = match (cache, c.sliding_window) {
+                        (Some(_), w) if w > 0 => n.saturating_sub(w),
+                        _ => 0,
+                    };
+                    let (keys, values) = (keys.skip(skip), values.skip(skip));
+                    let n = n - skip;
                     let (q, scores, out) =
                         head(&w.q, &mut w.scores, &mut w.att, (g.row0 + t, h, qd, hd));
                     attend_one(

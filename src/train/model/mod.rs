@@ -288,6 +288,12 @@ impl Transformer {
                 ));
             }
         }
+        if config.sliding_window > 0 {
+            return Err(Error::Unsupported(format!(
+                "training with sliding-window attention is not supported yet (sliding_window {})",
+                config.sliding_window
+            )));
+        }
         if config.positions == Positions::Relative {
             return Err(Error::Unsupported(
                 "training with T5 relative positions is not supported yet (positions: relative)"

@@ -167,7 +167,7 @@ fn unsupported_configurations_are_refused_naming_the_field() {
         c.as_object_mut().unwrap().remove("hidden_size");
     });
     assert_eq!(field(&e), "hidden_size");
-    // Phi-3's long-context models scale their rotary positions; quill refuses them by name.
+    // Phi-3's long-context models: LongRoPE needs its short factors, one per frequency.
     let e =
         refused(
             "phi3",
@@ -176,7 +176,13 @@ fn unsupported_configurations_are_refused_naming_the_field() {
                     serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0})
             },
         );
-    assert_eq!(field(&e), "rope_parameters.rope_type");
+    assert_eq!(field(&e), "rope_parameters.short_factor");
+    let e = refused("phi3", |c| {
+        c["rope_parameters"] = serde_json::json!({"rope_type": "longrope",
+            "rope_theta": 10000.0, "short_factor": [1.0, 2.0],
+            "original_max_position_embeddings": 64})
+    });
+    assert_eq!(field(&e), "rope_scaling");
     let e = refused("phi3", |c| {
         c["rope_parameters"]["partial_rotary_factor"] = 0.75.into()
     });

@@ -255,6 +255,21 @@ fn qwen3_qk_norm_matches_transformers() {
     check_parity("qwen3");
 }
 
+/// Phi-3's LongRoPE (the 128k models) within its original context: short factors per
+/// frequency and the attention factor on cos/sin; positions capped at the original context.
+#[test]
+fn phi3_longrope_matches_transformers_within_its_original_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = convert("phi3-longrope", None, dir.path());
+    assert!(matches!(
+        m.config().rope_scaling,
+        Some(quill::format::RopeScaling::Longrope { attention_factor, .. })
+            if (attention_factor - (1.0 + 4f64.ln() / 64f64.ln()).sqrt()).abs() < 1e-12
+    ));
+    assert_eq!(m.max_positions(), Some(64));
+    check_parity("phi3-longrope");
+}
+
 /// Llama 3.1/3.2's `rope_scaling` ("llama3": frequencies kept, blended and divided), rope_theta
 /// 5e5 and tied embeddings; the long batch (tests below) runs it to 244 positions.
 #[test]

@@ -117,7 +117,7 @@ fn default_rope_theta() -> f64 {
 /// How rotary frequencies are scaled for contexts longer than the model was first trained on
 /// (Hugging Face `rope_scaling` / `rope_parameters`). Applied to the inverse frequencies
 /// `θ^(−2i/head_dim)` once, at load; the angle of position `p` is `p · inv_freq[i]`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RopeScaling {
     /// Every frequency divided by `factor` (position interpolation).
@@ -131,13 +131,48 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_positions: usize,
     },
+    /// Phi-3's LongRoPE within its original context: `inv_freq[i] = 1 / (short_factor[i] ·
+    /// θ^(2i/head_dim))` (`head_dim / 2` factors), cos and sin × `attention_factor`. Past the
+    /// original context `transformers` switches every position to its long factors; quill caps
+    /// such a model's positions at the original context instead (`max_positions`).
+    Longrope {
+        short_factor: Vec<f64>,
+        attention_factor: f64,
+    },
 }
 
 impl RopeScaling {
-    /// `inv` (the unscaled inverse frequencies) scaled, computed in f32 as `transformers`
-    /// computes them.
-    pub fn apply(&self, inv: &mut [f32]) {
+    /// The inverse frequencies of a rotary head of `head_dim` with base `theta`, scaled; computed
+    /// in f32 as `transformers` computes them.
+    pub fn inverse_frequencies(theta: f64, head_dim: usize, scaling: Option<&Self>) -> Vec<f32> {
+        let pow = |i: usize| (theta as f32).powf((2 * i) as f32 / head_dim as f32);
+        let half = head_dim / 2;
+        if let Some(RopeScaling::Longrope { short_factor, .. }) = scaling {
+            return (0..half)
+                .map(|i| 1.0 / (short_factor[i] as f32 * pow(i)))
+                .collect();
+        }
+        let mut inv: Vec<f32> = (0..half).map(|i| 1.0 / pow(i)).collect();
+        if let Some(s) = scaling {
+            s.apply(&mut inv);
+        }
+        inv
+    }
+
+    /// What cos and sin are multiplied by (LongRoPE's attention factor; 1 otherwise).
+    pub fn attention_factor(&self) -> f32 {
+        match self {
+            RopeScaling::Longrope {
+                attention_factor, ..
+            } => *attention_factor as f32,
+            _ => 1.0,
+        }
+    }
+
+    /// `inv` (the unscaled inverse frequencies) scaled (linear and Llama 3 scaling).
+    fn apply(&self, inv: &mut [f32]) {
         match *self {
+            RopeScaling::Longrope { .. } => {}
             RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor as f32),
             RopeScaling::Llama3 {
                 factor,
@@ -170,8 +205,26 @@ impl RopeScaling {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    fn validate(&self, head_dim: usize) -> Result<()> {
         let bad = |why: &str| Err(Error::bad_config("rope_scaling", why.to_string()));
+        if let RopeScaling::Longrope {
+            short_factor,
+            attention_factor,
+        } = self
+        {
+            let ok = |x: &f64| x.is_finite() && *x > 0.0;
+            return if short_factor.len() != head_dim / 2 {
+                bad(&format!(
+                    "longrope needs head_dim / 2 = {} short factors, found {}",
+                    head_dim / 2,
+                    short_factor.len()
+                ))
+            } else if !(short_factor.iter().all(ok) && ok(attention_factor)) {
+                bad("longrope factors must be > 0")
+            } else {
+                Ok(())
+            };
+        }
         match *self {
             RopeScaling::Linear { factor } if !(factor.is_finite() && factor > 0.0) => {
                 bad("factor must be > 0")
@@ -546,7 +599,7 @@ impl Config {
                     return Err(Error::bad_config("rope_theta", "must be > 0"));
                 }
                 if let Some(r) = &self.rope_scaling {
-                    r.validate()?;
+                    r.validate(self.head_dim())?;
                 }
             }
             Positions::Relative => {

@@ -90,8 +90,9 @@ fn sinusoid_rows(first: usize, n: usize, d: usize) -> Vec<f32> {
     t
 }
 
-/// Rotary tables as Hugging Face computes them (in f32): `inv_freq[i] = 1 / θ^(2i/d)` (then
-/// scaled, [`RopeScaling::apply`]), angle = position · inv_freq[i].
+/// Rotary tables as Hugging Face computes them (in f32): `inv_freq[i] = 1 / θ^(2i/d)` (scaled:
+/// [`RopeScaling::inverse_frequencies`]), angle = position · inv_freq[i]; cos and sin times the
+/// scaling's attention factor.
 pub(crate) fn rope_tables(
     len: usize,
     hd: usize,
@@ -99,19 +100,15 @@ pub(crate) fn rope_tables(
     scaling: Option<&RopeScaling>,
 ) -> (Vec<f32>, Vec<f32>) {
     let half = hd / 2;
-    let mut inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / hd as f32))
-        .collect();
-    if let Some(s) = scaling {
-        s.apply(&mut inv);
-    }
+    let inv = RopeScaling::inverse_frequencies(theta, hd, scaling);
+    let mscale = scaling.map_or(1.0, RopeScaling::attention_factor);
     let mut cos = vec![0f32; len * half];
     let mut sin = vec![0f32; len * half];
     for p in 0..len {
         for i in 0..half {
             let a = p as f32 * inv[i];
-            cos[p * half + i] = a.cos();
-            sin[p * half + i] = a.sin();
+            cos[p * half + i] = a.cos() * mscale;
+            sin[p * half + i] = a.sin() * mscale;
         }
     }
     (cos, sin)

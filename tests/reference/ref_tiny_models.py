@@ -16,7 +16,7 @@ encoder-decoders:
 bart-asym (the decoder has more layers, fewer heads and a narrower feed-forward than the
 encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers, gated-gelu). Made with
 the venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
-    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3 llama3 qwen3
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3 llama3 qwen3 phi3-longrope
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym pegasus mt5
 """
 import json
@@ -344,6 +344,33 @@ def phi3():
         m.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
         toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V)
         finish(m, "phi3", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
+               [1] + src_ids(None, n=11), decoder_only=True)
+
+    if wanted("phi3-longrope"):
+        # ---- Phi-3 128k-style LongRoPE: short/long factors per frequency, original context 64 of
+        # 256 (attention factor sqrt(1 + ln 4 / ln 64)); the goldens stay within 64 positions,
+        # where transformers uses the short factors.
+        torch.manual_seed(SEED)
+        g = torch.Generator().manual_seed(3)
+        short = [round(1.0 + 3.0 * float(x), 4) for x in torch.rand(8, generator=g)]
+        long = [round(1.0 + 20.0 * float(x), 4) for x in torch.rand(8, generator=g)]
+        cfg = Phi3Config(
+            vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            original_max_position_embeddings=64, rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                             "short_factor": short, "long_factor": long,
+                             "original_max_position_embeddings": 64},
+            sliding_window=None, tie_word_embeddings=False,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.1,
+        )
+        m = Phi3ForCausalLM(cfg)
+        with torch.no_grad():
+            m.model.embed_tokens.weight.normal_(0, 0.02)
+            m.model.norm.weight.mul_(4)
+        m.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        toks = make_vocab({0: "<unk>", 1: "<s>", 2: "</s>"}, V)
+        finish(m, "phi3-longrope", toks, dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
                [1] + src_ids(None, n=11), decoder_only=True)
 
 

@@ -106,9 +106,11 @@ fn sliding_window(hf: &Hf, layers: usize) -> Result<usize> {
     }
 }
 
-/// The rotary scaling of `rope_parameters` (or the older `rope_scaling`): none, `linear` or
-/// `llama3`; any other scheme (`dynamic`, `yarn`, `longrope`...) is refused, naming it.
-pub(super) fn rope_scaling(rope: &Value) -> Result<Option<RopeScaling>> {
+/// The rotary scaling of `rope_parameters` (or the older `rope_scaling`): none, `linear`,
+/// `llama3`, or `longrope` (`su`; Phi-3's long-context models) with the positions capped at its
+/// original context (where `transformers` uses the short factors); any other scheme (`dynamic`,
+/// `yarn`...) is refused, naming it. Also the cap on positions it implies.
+pub(super) fn rope_scaling(rope: &Value, hf: &Hf) -> Result<(Option<RopeScaling>, Option<usize>)> {
     let field = |k: &str| format!("rope_parameters.{k}");
     let kind = rope["rope_type"].as_str().or(rope["type"].as_str());
     let num = |k: &str| -> Result<f64> {
@@ -117,20 +119,60 @@ pub(super) fn rope_scaling(rope: &Value) -> Result<Option<RopeScaling>> {
             .ok_or_else(|| Error::bad_config(&field(k), "missing or not a number"))
     };
     Ok(match kind {
-        None | Some("default") => None,
-        Some("linear") => Some(RopeScaling::Linear {
-            factor: num("factor")?,
-        }),
-        Some("llama3") => Some(RopeScaling::Llama3 {
-            factor: num("factor")?,
-            low_freq_factor: num("low_freq_factor")?,
-            high_freq_factor: num("high_freq_factor")?,
-            original_max_positions: num("original_max_position_embeddings")? as usize,
-        }),
+        None | Some("default") => (None, None),
+        Some("linear") => (
+            Some(RopeScaling::Linear {
+                factor: num("factor")?,
+            }),
+            None,
+        ),
+        Some("llama3") => (
+            Some(RopeScaling::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_positions: num("original_max_position_embeddings")? as usize,
+            }),
+            None,
+        ),
+        Some("longrope" | "su") => {
+            let original = match rope["original_max_position_embeddings"].as_u64() {
+                Some(n) => n as usize,
+                None => hf.usize("original_max_position_embeddings")?,
+            };
+            if original == 0 {
+                return Err(Error::bad_config(
+                    "original_max_position_embeddings",
+                    "must be > 0",
+                ));
+            }
+            let factor = match rope["factor"].as_f64() {
+                Some(f) => f,
+                None => hf.usize("max_position_embeddings")? as f64 / original as f64,
+            };
+            let attention_factor = match rope["attention_factor"].as_f64() {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+            };
+            let short_factor = rope["short_factor"]
+                .as_array()
+                .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+                .ok_or_else(|| {
+                    Error::bad_config(&field("short_factor"), "missing or not numbers")
+                })?;
+            (
+                Some(RopeScaling::Longrope {
+                    short_factor,
+                    attention_factor,
+                }),
+                Some(original),
+            )
+        }
         Some(k) => {
             return Err(Error::bad_config(
                 &field("rope_type"),
-                format!("\"{k}\" is not supported (default, linear and llama3 are)"),
+                format!("\"{k}\" is not supported (default, linear, llama3 and longrope are)"),
             ));
         }
     })
@@ -157,14 +199,15 @@ pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
     } else {
         &hf.0["rope_scaling"]
     };
-    c.rope_scaling = rope_scaling(rope)?;
+    let (scaling, cap) = rope_scaling(rope, hf)?;
+    c.rope_scaling = scaling;
     c.rope_theta = rope["rope_theta"]
         .as_f64()
         .or(hf.opt_f64("rope_theta")?)
         .unwrap_or(10_000.0);
     // Rotary positions have no table: like transformers, quill runs past max_position_embeddings
     // (max_positions 0 = no limit).
-    c.max_positions = 0;
+    c.max_positions = cap.unwrap_or(0);
     c.sliding_window = sliding_window(hf, c.decoder_layers)?;
     c.bos_id = hf.id("bos_token_id")?;
     c.eos_ids = hf.ids("eos_token_id")?;

@@ -1,7 +1,8 @@
 //! Phi-3 (`model_type` `phi3`): the Llama shape with fused projections — `qkv_proj`
 //! (`[heads·hd + 2·kv·hd, d]`, q then k then v) and `gate_up_proj` (`[2f, d]`, gate then up) —
-//! split here into quill's q, k, v and gate, up. Scaled rotary schemes (`su`/`longrope`, the
-//! 128k-context models) and a partial rotary factor are refused by name.
+//! split here into quill's q, k, v and gate, up. The 128k-context models' LongRoPE (`su`,
+//! `longrope`) runs within the original context (`llama::rope_scaling`); a partial rotary
+//! factor is refused by name.
 
 use super::llama;
 use super::{Hf, Op, Planned, Sources, plan, plan_linear, plan_norm};

@@ -167,10 +167,16 @@ fn early_stopping_reads_true_false_and_never() {
     assert!(e.contains("early_stopping") && e.contains("always"), "{e}");
 }
 
-/// The bart fixture with `final_logits_bias[eos]` = 1.4, so that hypotheses end early: the
-/// change `tests/reference/beam_grid.py` makes before running `transformers`. Written into `dir`.
-fn bart_with_eos_bias(dir: &Path) -> PathBuf {
-    let (src, dst) = (fixture("bart"), dir.join("bart-eos"));
+/// Fixture `name` with one tensor changed by `change` (its f32 values), written into
+/// `dir/out`: the changes `tests/reference/beam_grid.py` makes before running `transformers`.
+fn fixture_with(
+    name: &str,
+    dir: &Path,
+    out: &str,
+    tensor: &str,
+    change: impl Fn(&mut [f32]),
+) -> PathBuf {
+    let (src, dst) = (fixture(name), dir.join(out));
     std::fs::create_dir_all(&dst).unwrap();
     for f in [
         "config.json",
@@ -182,22 +188,26 @@ fn bart_with_eos_bias(dir: &Path) -> PathBuf {
     }
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let eos = 2;
     let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
         .tensors()
         .into_iter()
-        .map(|(name, t)| {
+        .map(|(n, t)| {
             let mut data = t.data().to_vec();
-            if name == "final_logits_bias" {
+            if n == tensor {
                 assert_eq!(t.dtype(), safetensors::Dtype::F32);
-                data[4 * eos..4 * eos + 4].copy_from_slice(&1.4f32.to_le_bytes());
+                let mut v: Vec<f32> = data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                change(&mut v);
+                data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             }
-            (name, t.dtype(), t.shape().to_vec(), data)
+            (n, t.dtype(), t.shape().to_vec(), data)
         })
         .collect();
-    let views = tensors.iter().map(|(name, dtype, shape, data)| {
+    let views = tensors.iter().map(|(n, dtype, shape, data)| {
         let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
-        (name.clone(), v)
+        (n.clone(), v)
     });
     safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
     dst
@@ -205,13 +215,32 @@ fn bart_with_eos_bias(dir: &Path) -> PathBuf {
 
 /// Beam search where hypotheses end early (`tests/reference/beam_grid.py`): every length penalty
 /// and `early_stopping` mode of the grid, three returned sequences, `no_repeat_ngram_size` and
-/// `min_new_tokens`; ids equal and scores within 1e-4 of `transformers`.
+/// `min_new_tokens`; ids equal and scores within 1e-4 of `transformers`. On BART with
+/// `final_logits_bias[eos]` = 1.4, and on a decoder-only Llama whose `lm_head` row of eos is
+/// 0.98 × the row of token 874 (the prompt is not part of a hypothesis or of its length).
 #[test]
 fn beam_search_semantics_match_transformers() {
-    use quill::decode::EarlyStopping;
     let dir = tempfile::tempdir().unwrap();
-    let m = open_converted(&bart_with_eos_bias(dir.path()), "bart-eos", dir.path());
-    let grid = json("bart", "beam_grid.json");
+    let bart = fixture_with("bart", dir.path(), "bart-eos", "final_logits_bias", |v| {
+        v[2] = 1.4
+    });
+    let vocab = 1000;
+    let llama = fixture_with("llama", dir.path(), "llama-eos", "lm_head.weight", |v| {
+        let d = v.len() / vocab;
+        let row: Vec<f32> = v[874 * d..875 * d].iter().map(|x| x * 0.98).collect();
+        v[2 * d..3 * d].copy_from_slice(&row);
+    });
+    for (name, path, min_modes) in [("bart", bart, 5), ("llama", llama, 4)] {
+        let m = open_converted(&path, &format!("{name}-eos"), dir.path());
+        let modes = check_beam_grid(&m, &json(name, "beam_grid.json"));
+        assert!(modes.len() >= min_modes, "{name}: {modes:?}");
+    }
+}
+
+/// Runs every case of a beam grid golden on `m`; the distinct hypothesis-length patterns seen
+/// (the grid must exercise different endings, not one answer repeated).
+fn check_beam_grid(m: &Model, grid: &Value) -> std::collections::BTreeSet<String> {
+    use quill::decode::EarlyStopping;
     let input = ids(&grid["input_ids"]);
     let cases = grid["cases"].as_array().unwrap();
     assert!(cases.len() >= 12);
@@ -232,7 +261,7 @@ fn beam_search_semantics_match_transformers() {
             no_repeat_ngram_size: kw["no_repeat_ngram_size"].as_u64().unwrap_or(0) as usize,
             ..Default::default()
         };
-        let out = generate(&mut session(&m), &[&input], &o, None, None).unwrap();
+        let out = generate(&mut session(m), &[&input], &o, None, None).unwrap();
         let got: Vec<(Vec<u32>, f32)> = out.outputs[0]
             .iter()
             .map(|h| (h.ids.clone(), h.score))
@@ -263,8 +292,7 @@ fn beam_search_semantics_match_transformers() {
             want.iter().map(Vec::len).collect::<Vec<_>>()
         ));
     }
-    // The grid exercises different endings, not one answer repeated.
-    assert!(modes_differ.len() >= 5, "{modes_differ:?}");
+    modes_differ
 }
 
 #[test]

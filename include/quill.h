@@ -448,7 +448,10 @@ quill_status quill_session_generate_params(quill_session *session,
                                            size_t size);
 
 // Generates from `n` UTF-8 texts (source sentences or prompts); a text that is empty or only
-// whitespace is refused (`QUILL_ERR_INVALID_ARGUMENT`). On success `*out` is a new
+// whitespace is refused (`QUILL_ERR_INVALID_ARGUMENT`). Each text is the model's input as its
+// task defines it (`quill run`'s): a dialogue model's text is one user message in its chat
+// template, a `prompt` format wraps the text, other models take it as it is (`quill_generate_ids`
+// with `quill_tokenize` gives a raw prompt). On success `*out` is a new
 // result (free with `quill_result_free`). `callback` (may be NULL) streams final tokens and
 // their text. `params` NULL: the model's defaults, lowered to what the session holds. The
 // session's thread only.

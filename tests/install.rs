@@ -81,7 +81,7 @@ fn expected(model: &Path) -> String {
         .fit_session(limits)
         .options(&m, limits)
         .unwrap();
-    let ids = text::encode(&m, TEXT, true).unwrap();
+    let ids = text::task_input(&m, TEXT).unwrap();
     let g = generate(&mut s, &[&ids], &o, None, None).unwrap();
     text::text_of(&m, &g.outputs[0][0].ids).unwrap()
 }

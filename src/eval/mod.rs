@@ -59,7 +59,8 @@ pub fn truncate_input(full: &[u32], plain: &[u32], max: usize) -> Vec<u32> {
 }
 
 /// Translates (or summarizes, or continues) `inputs` with `options`, `batch` inputs at a time
-/// (sorted by length so batches waste little); the texts are what users see of the outputs.
+/// (sorted by length so batches waste little); each input as the model's task defines it
+/// ([`text::task_input`]); the texts are what users see of the outputs.
 pub fn translate(
     model: &Model,
     inputs: &[String],
@@ -69,7 +70,7 @@ pub fn translate(
     let t0 = Instant::now();
     let mut ids: Vec<Vec<u32>> = inputs
         .iter()
-        .map(|t| text::encode(model, t, true))
+        .map(|t| text::task_input(model, t))
         .collect::<Result<_>>()?;
     let mut truncated = 0;
     let cap = match model.max_positions() {

@@ -325,7 +325,10 @@ fn max_input_text(s: &crate::model::Session) -> usize {
 }
 
 /// Generates from `n` UTF-8 texts (source sentences or prompts); a text that is empty or only
-/// whitespace is refused (`QUILL_ERR_INVALID_ARGUMENT`). On success `*out` is a new
+/// whitespace is refused (`QUILL_ERR_INVALID_ARGUMENT`). Each text is the model's input as its
+/// task defines it (`quill run`'s): a dialogue model's text is one user message in its chat
+/// template, a `prompt` format wraps the text, other models take it as it is (`quill_generate_ids`
+/// with `quill_tokenize` gives a raw prompt). On success `*out` is a new
 /// result (free with `quill_result_free`). `callback` (may be NULL) streams final tokens and
 /// their text. `params` NULL: the model's defaults, lowered to what the session holds. The
 /// session's thread only.
@@ -359,7 +362,7 @@ pub unsafe extern "C" fn quill_generate_text(
         for i in 0..n {
             let t = unsafe { c_text(*texts.add(i), "texts[i]", max) }?;
             text::require_text(t, &format!("texts[{i}]"))?;
-            inputs.push(text::encode(&model, t, true)?);
+            inputs.push(text::task_input(&model, t)?);
         }
         run_generation(parts, inputs, true, params, callback, user, out)
     })

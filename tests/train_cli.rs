@@ -29,30 +29,28 @@ fn corpus(path: &Path, n: usize, tsv: bool) {
 }
 
 fn train(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_quill-train"))
-        .args(args)
-        .args(["--threads", "1", "--quiet"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success(),
-        "quill-train {args:?} failed:\n{stderr}"
-    );
-    stderr
+    train_expecting(args, true)
 }
 
 /// Runs quill-train with `args`, which must fail; its standard error.
 fn train_fails(args: &[&str]) -> String {
+    train_expecting(args, false)
+}
+
+/// Runs quill-train with `args` on one thread; asserts it succeeds (`ok`) or fails; its
+/// standard error.
+fn train_expecting(args: &[&str], ok: bool) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_quill-train"))
         .args(args)
         .args(["--threads", "1", "--quiet"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "quill-train {args:?} succeeded:\n{stderr}"
+    assert_eq!(
+        out.status.success(),
+        ok,
+        "quill-train {args:?}: {}\n{stderr}",
+        out.status
     );
     stderr
 }

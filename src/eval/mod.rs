@@ -68,10 +68,8 @@ pub fn translate(
     batch: usize,
 ) -> Result<Translations> {
     let t0 = Instant::now();
-    let mut ids: Vec<Vec<u32>> = inputs
-        .iter()
-        .map(|t| text::task_input(model, t))
-        .collect::<Result<_>>()?;
+    let task = text::TaskInput::new(model)?;
+    let mut ids: Vec<Vec<u32>> = inputs.iter().map(|t| task.ids(t)).collect::<Result<_>>()?;
     let mut truncated = 0;
     let cap = match model.max_positions() {
         Some(p) if model.arch() != crate::format::Arch::DecoderOnly => p,
@@ -170,6 +168,7 @@ pub fn perplexity_ids(
     let mut session = Session::new(model, limits)?;
     let vocab = model.config().vocab_size;
     let (mut nll, mut tokens) = (0f64, 0usize);
+    let mut next = Vec::with_capacity(batch);
     for group in windows.chunks(batch) {
         let firsts: Vec<&[u32]> = group.iter().map(|w| &w[..1]).collect();
         session.start(&firsts)?;
@@ -184,7 +183,8 @@ pub fn perplexity_ids(
             }
             if t + 1 < len {
                 // Windows already scored to their end take their first id again (ignored).
-                let next: Vec<u32> = group.iter().map(|w| *w.get(t).unwrap_or(&w[0])).collect();
+                next.clear();
+                next.extend(group.iter().map(|w| *w.get(t).unwrap_or(&w[0])));
                 session.step(&next)?;
             }
         }

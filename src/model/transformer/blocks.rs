@@ -267,11 +267,19 @@ impl SelfAttention {
         cx.linear(v, a, rows, &mut w.v, &mut w.acts);
         if let Some((qn, kn)) = &self.qk_norm {
             let eps = c.norm_eps as f32;
-            let mut tmp = vec![0f32; hd];
+            // Heads are narrow (128 in Qwen3): a stack buffer, no allocation per step.
+            let mut stack = [0f32; 512];
+            let mut heap = Vec::new();
+            let tmp = if hd <= stack.len() {
+                &mut stack[..hd]
+            } else {
+                heap.resize(hd, 0.0);
+                &mut heap[..]
+            };
             for (x, weight) in [(&mut w.q[..rows * qd], qn), (&mut w.k[..rows * kvd], kn)] {
                 for head in x.chunks_exact_mut(hd) {
-                    (cx.kern.rms_norm)(head, weight, eps, &mut tmp);
-                    head.copy_from_slice(&tmp);
+                    (cx.kern.rms_norm)(head, weight, eps, tmp);
+                    head.copy_from_slice(tmp);
                 }
             }
         }

@@ -91,28 +91,58 @@ mod imp {
     ///   with the generation prompt;
     /// - else the text as it is ([`encode`] with the tokenizer's special tokens).
     ///
-    /// An empty input is an error ([`require_text`]).
+    /// An empty input is an error ([`require_text`]). For many texts, [`TaskInput`] reads the
+    /// metadata (and compiles the template) once.
     pub fn task_input(model: &Model, text: &str) -> Result<Vec<u32>> {
-        require_text(text, "the input")?;
-        let g = model.file().quill().and_then(|m| m.generation.as_ref());
-        let field = |k: &str| g.and_then(|g| g.get(k)).and_then(|v| v.as_str());
-        if let Some(p) = field("prompt") {
-            if !p.contains("{input}") {
+        TaskInput::new(model)?.ids(text)
+    }
+
+    /// A model's task as [`task_input`] applies it, read from the model once: its prompt format
+    /// or its compiled chat template.
+    pub struct TaskInput<'m> {
+        model: &'m Model,
+        prompt: Option<String>,
+        #[cfg(feature = "chat")]
+        template: Option<crate::chat::ChatTemplate>,
+    }
+
+    impl<'m> TaskInput<'m> {
+        pub fn new(model: &'m Model) -> Result<TaskInput<'m>> {
+            let g = model.file().quill().and_then(|m| m.generation.as_ref());
+            let field = |k: &str| g.and_then(|g| g.get(k)).and_then(|v| v.as_str());
+            let prompt = field("prompt").map(String::from);
+            if prompt.as_ref().is_some_and(|p| !p.contains("{input}")) {
                 return Err(Error::bad_meta(
                     "quill.generation",
                     "`prompt` has no `{input}` placeholder",
                 ));
             }
-            return encode(model, &p.replace("{input}", text), true);
+            #[cfg(feature = "chat")]
+            let template = match (&prompt, field("task")) {
+                (None, Some("dialogue")) => crate::chat::ChatTemplate::of_model(model)?,
+                _ => None,
+            };
+            Ok(TaskInput {
+                model,
+                prompt,
+                #[cfg(feature = "chat")]
+                template,
+            })
         }
-        #[cfg(feature = "chat")]
-        if field("task") == Some("dialogue")
-            && let Some(t) = crate::chat::ChatTemplate::of_model(model)?
-        {
-            let m = [crate::chat::Message::new("user", text)];
-            return encode(model, &t.render(&m, true)?, false);
+
+        /// The ids of `text` ([`task_input`]).
+        pub fn ids(&self, text: &str) -> Result<Vec<u32>> {
+            require_text(text, "the input")?;
+            if let Some(p) = &self.prompt {
+                return encode(self.model, &p.replace("{input}", text), true);
+            }
+            #[cfg(feature = "chat")]
+            if let Some(t) = &self.template {
+                let m = [crate::chat::Message::new("user", text)];
+                return encode(self.model, &t.render(&m, true)?, false);
+            }
+            encode(self.model, text, true)
         }
-        encode(model, text, true)
     }
 
     /// Streams the text of several inputs' generations as their final ids arrive.
@@ -177,6 +207,19 @@ mod imp {
         Err(no_tokenizer())
     }
 
+    /// Without a tokenizer there is no text to shape.
+    pub struct TaskInput<'m>(std::marker::PhantomData<&'m ()>);
+
+    impl<'m> TaskInput<'m> {
+        pub fn new(_: &'m Model) -> Result<TaskInput<'m>> {
+            Err(no_tokenizer())
+        }
+
+        pub fn ids(&self, _: &str) -> Result<Vec<u32>> {
+            Err(no_tokenizer())
+        }
+    }
+
     pub fn decode(_: &Model, _: &[u32], _: bool) -> Result<String> {
         Err(no_tokenizer())
     }
@@ -205,4 +248,4 @@ mod imp {
     }
 }
 
-pub use imp::{TextStream, decode, encode, encode_target, greedy, task_input, text_of};
+pub use imp::{TaskInput, TextStream, decode, encode, encode_target, greedy, task_input, text_of};

@@ -359,10 +359,11 @@ pub unsafe extern "C" fn quill_generate_text(
         let model = parts.session.model().clone();
         let max = max_input_text(parts.session);
         let mut inputs = Vec::with_capacity(n);
+        let task = text::TaskInput::new(&model)?;
         for i in 0..n {
             let t = unsafe { c_text(*texts.add(i), "texts[i]", max) }?;
             text::require_text(t, &format!("texts[{i}]"))?;
-            inputs.push(text::task_input(&model, t)?);
+            inputs.push(task.ids(t)?);
         }
         run_generation(parts, inputs, true, params, callback, user, out)
     })

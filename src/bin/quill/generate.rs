@@ -134,9 +134,10 @@ pub fn run_ids(m: &Model, ids: &[u32], args: &DecodeArgs) -> quill::Result<()> {
 #[cfg(feature = "tokenizer")]
 pub fn run_text(m: &Model, text: &[String], args: &DecodeArgs) -> quill::Result<()> {
     let mut o = args.options(m)?;
+    let task = text::TaskInput::new(m)?;
     let inputs: Vec<Vec<u32>> = text
         .iter()
-        .map(|t| text::task_input(m, t))
+        .map(|t| task.ids(t))
         .collect::<quill::Result<_>>()?;
     let longest = inputs.iter().map(Vec::len).max().unwrap_or(1);
     let mut s = session_for(m, text.len(), longest, beams_of(&o), &mut o)?;

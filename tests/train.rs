@@ -413,16 +413,24 @@ fn exports_load_in_the_runtime_and_quantized_ones_agree() {
     );
 }
 
+/// The f32 conversion of fixture `name` into `dir`: its path and the file, read.
+fn converted(name: &str, dir: &Path) -> (std::path::PathBuf, QuillFile) {
+    let hf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name);
+    let path = dir.join(format!("{name}.quill"));
+    let o = quill::convert::hf::ConvertOptions { quantize: None };
+    quill::convert::hf::convert_hf(&hf, &path, &o, &mut |_, _| {}).unwrap();
+    let file = QuillFile::read(&path).unwrap();
+    (path, file)
+}
+
 /// A converted model with a weight the trainer does not have (Qwen3's per-head q/k norms) is
 /// refused by name: training it would write models without that weight.
 #[test]
 fn fine_tuning_refuses_weights_the_trainer_would_drop() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/qwen3");
-    let path = dir.path().join("qwen3.quill");
-    let o = quill::convert::hf::ConvertOptions { quantize: None };
-    quill::convert::hf::convert_hf(&hf, &path, &o, &mut |_, _| {}).unwrap();
-    let file = QuillFile::read(&path).unwrap();
+    let (_, file) = converted("qwen3", dir.path());
     let Err(e) = load_model(&file) else {
         panic!("a model with q/k norms was accepted for training");
     };
@@ -433,11 +441,7 @@ fn fine_tuning_refuses_weights_the_trainer_would_drop() {
 #[test]
 fn fine_tuning_starts_from_a_converted_hugging_face_model() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/marian");
-    let path = dir.path().join("marian.quill");
-    let o = quill::convert::hf::ConvertOptions { quantize: None };
-    quill::convert::hf::convert_hf(&hf, &path, &o, &mut |_, _| {}).unwrap();
-    let file = QuillFile::read(&path).unwrap();
+    let (path, file) = converted("marian", dir.path());
     let (m, p, tok_json, _) = load_model(&file).unwrap();
     assert_eq!(
         m.params().len(),

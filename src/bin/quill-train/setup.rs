@@ -20,7 +20,7 @@ use super::{Args, Res, parse_norm, parse_positions};
 /// (and its tokenizer, trained here unless `--tokenizer-json` gives one).
 pub(crate) fn trainer(a: &Args, arch: Arch, seq2seq: bool, opts: &Options) -> Res<Trainer> {
     let template = a.chat_template.as_deref().map(chat_template).transpose()?;
-    let trainer = if let Some(r) = &a.resume {
+    let mut trainer = if let Some(r) = &a.resume {
         eprintln!("resuming from {}", r.display());
         Trainer::resume(r, Some(&a.train), a.threads)?
     } else {
@@ -104,7 +104,6 @@ pub(crate) fn trainer(a: &Args, arch: Arch, seq2seq: bool, opts: &Options) -> Re
         t.chat_template = init_template;
         t
     };
-    let mut trainer = trainer;
     if let Some(extra) = &a.generation {
         trainer.generation = Some(merge_generation(trainer.generation.as_deref(), extra)?);
     }

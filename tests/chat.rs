@@ -395,3 +395,78 @@ fn the_task_in_the_generation_metadata_shapes_the_input() {
     let e = text::task_input(&m, input).unwrap_err().to_string();
     assert!(e.contains("{input}"), "{e}");
 }
+
+/// `stop_strings` in a model's generation metadata (`transformers`' name: one string or a list)
+/// end its generations, keeping the tokens that made the string; `quill run --stop` does the
+/// same for a model without them. The string is chosen from the model's own unconstrained
+/// greedy output: the text of one of its tokens that does not occur before it.
+#[test]
+fn stop_strings_in_the_generation_metadata_end_generation() {
+    use quill::decode::{GenerateOptions, generate, text};
+    use quill::{Limits, Model, OpenOptions, Session};
+
+    let dir = tempfile::tempdir().unwrap();
+    let convert = |name: &str, extra: Value| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir(&sub).unwrap();
+        qwen_with_generation(&sub, Some(extra)).0
+    };
+    let greedy = |path: &Path| {
+        let m = Model::open(path, &OpenOptions::default()).unwrap();
+        let mut s = Session::new(&m, Limits::default()).unwrap();
+        let o = GenerateOptions::model_defaults(&m).unwrap();
+        let input = text::encode(&m, "Tell me about caches.", true).unwrap();
+        let g = generate(&mut s, &[&input], &o, None, None).unwrap();
+        (m, g.outputs[0][0].ids.clone())
+    };
+    let plain = convert("plain", serde_json::json!({"max_new_tokens": 24}));
+    let (m, full) = greedy(&plain);
+    assert_eq!(full.len(), 24, "the fixture's greedy output meets no EOS");
+    let eos = m.config().eos_ids.clone();
+    let text_of = |ids: &[u32]| text::decode(&m, ids, true).unwrap();
+    let (stop, keep) = (3..full.len())
+        .find_map(|k| {
+            let (before, with) = (text_of(&full[..k - 1]), text_of(&full[..k]));
+            let new = with.strip_prefix(before.as_str())?.trim();
+            (new.chars().count() >= 2 && !before.contains(new) && !eos.contains(&full[k - 1]))
+                .then(|| (new.to_string(), k))
+        })
+        .expect("a token whose text is new");
+
+    for stops in [
+        serde_json::json!(stop),
+        serde_json::json!(["never there", stop]),
+    ] {
+        let path = convert(
+            &format!("stop{}", stops.is_array()),
+            serde_json::json!({"max_new_tokens": 24, "stop_strings": stops}),
+        );
+        let (_m, ids) = greedy(&path);
+        assert_eq!(ids, full[..keep], "stop_strings {stops}");
+    }
+
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quill"))
+            .args(["run", plain.to_str().unwrap(), "Tell me about caches."])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    };
+    assert_eq!(run(&[]), text::text_of(&m, &full).unwrap().trim_end());
+    assert_eq!(
+        run(&["--stop", &stop]),
+        text::text_of(&m, &full[..keep]).unwrap().trim_end()
+    );
+
+    let bad = convert("bad", serde_json::json!({"stop_strings": 7}));
+    let e = Model::open(&bad, &OpenOptions::default())
+        .and_then(|m| GenerateOptions::model_defaults(&m))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stop_strings"), "{e}");
+}

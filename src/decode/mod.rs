@@ -503,6 +503,16 @@ impl GenerateOptions {
                 x => x.as_u64().map(|n| vec![n as u32]).ok_or_else(|| bad(k)),
             }
         };
+        // `transformers`' `stop_strings`: one string or a list of them.
+        let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
+            match v {
+                serde_json::Value::String(s) => Some(vec![s.clone()]),
+                serde_json::Value::Array(a) => {
+                    a.iter().map(|x| x.as_str().map(String::from)).collect()
+                }
+                _ => None,
+            }
+        };
         for (k, v) in g {
             if v.is_null() {
                 continue;
@@ -528,8 +538,15 @@ impl GenerateOptions {
                 "forced_bos_token_id" => o.forced_bos_token_id = Some(ids(v, k)?[0]),
                 "forced_eos_token_id" => o.forced_eos_token_id = ids(v, k)?.first().copied(),
                 "eos_token_id" => o.eos_token_ids = ids(v, k)?,
+                "stop_strings" => o.stop_strings = strings(v).ok_or_else(|| bad(k))?,
                 _ => {}
             }
+        }
+        o.stop_strings.retain(|s| !s.is_empty());
+        if !o.stop_strings.is_empty() && text::decode(model, &[], true).is_err() {
+            // Stop strings are matched on text: a build or a model without the tokenizer
+            // decodes ids only, and the model's strings cannot apply there.
+            o.stop_strings.clear();
         }
         let beams = g.get("num_beams").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
         let sample = g

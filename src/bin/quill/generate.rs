@@ -39,6 +39,10 @@ pub struct DecodeArgs {
     pub repetition_penalty: Option<f32>,
     #[arg(long)]
     pub no_repeat_ngram_size: Option<usize>,
+    /// End a hypothesis once its text contains this string (the string is kept, as
+    /// `transformers` does); repeat for several. Replaces the model's `stop_strings`.
+    #[arg(long = "stop", value_name = "STRING")]
+    pub stop: Vec<String>,
     /// Print text as it is generated (first input only).
     #[arg(long)]
     pub stream: bool,
@@ -55,6 +59,14 @@ impl DecodeArgs {
         }
         if let Some(n) = self.no_repeat_ngram_size {
             o.no_repeat_ngram_size = n;
+        }
+        if !self.stop.is_empty() {
+            o.stop_strings = self
+                .stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect();
         }
         if self.sample {
             o.strategy = Strategy::Sample(SampleOptions {

@@ -1,7 +1,8 @@
 //! `quill eval --perplexity` (eval::perplexity_ids) against `transformers`: the summed
 //! negative log-likelihood of fixed id sequences under the tiny decoder-only models of
 //! tests/fixtures/hf, whole and cut into windows of 16 (`ppl.json`, made by
-//! tests/reference/ppl_goldens.py), f32 and int8.
+//! tests/reference/ppl_goldens.py), f32 and int8; and the encoder-decoders' loss of labels
+//! given a source (eval::perplexity_pairs_ids), as `transformers` computes it with `labels=`.
 #![cfg(feature = "tokenizer")]
 
 use quill::convert::hf::{ConvertOptions, convert_hf};
@@ -60,4 +61,55 @@ fn perplexity_equals_transformers_loss() {
     let m = Model::open(&path, &OpenOptions::default()).unwrap();
     let e = quill::eval::perplexity_ids(&m, &[vec![1, 2, 3]], 16, 1).unwrap_err();
     assert!(e.to_string().contains("decoder-only"), "{e}");
+}
+
+/// The tiny encoder-decoders: the summed loss of three (source, labels) pairs of random ids
+/// equals `transformers`' (`model(input_ids, labels=labels)`), f32 per label to rounding, int8
+/// within 1 %, batched or not; a decoder-only model is refused.
+#[test]
+fn encoder_decoder_perplexity_equals_transformers_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["marian", "bart", "t5"] {
+        let src = root().join("tests/fixtures/hf").join(name);
+        let g: Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("ppl.json")).unwrap()).unwrap();
+        let pairs: Vec<(Vec<u32>, Vec<u32>)> = g["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (json_ids(&p[0]), json_ids(&p[1])))
+            .collect();
+        let (nll, tokens) = (
+            g["whole"]["nll"].as_f64().unwrap(),
+            g["whole"]["tokens"].as_u64(),
+        );
+        for (quantize, tol) in [(None, 1e-5), (Some(Target::Int8), 1e-2)] {
+            let path = dir
+                .path()
+                .join(format!("{name}-{}.quill", quantize.is_some()));
+            convert_hf(&src, &path, &ConvertOptions { quantize }, &mut |_, _| {}).unwrap();
+            let m = Model::open(&path, &OpenOptions::default()).unwrap();
+            for batch in [1, 3] {
+                let p = quill::eval::perplexity_pairs_ids(&m, &pairs, batch).unwrap();
+                assert_eq!(Some(p.tokens as u64), tokens, "{name}");
+                assert_eq!((p.windows, p.truncated), (3, 0), "{name}");
+                let err = match quantize {
+                    None => (p.nll - nll).abs() / p.tokens as f64,
+                    Some(_) => (p.nll - nll).abs() / nll,
+                };
+                assert!(
+                    err < tol,
+                    "{name} batch {batch} int8={}: nll {} vs {nll} ({err:e})",
+                    quantize.is_some(),
+                    p.nll
+                );
+            }
+        }
+    }
+    let src = root().join("tests/fixtures/hf/llama");
+    let path = dir.path().join("llama.quill");
+    convert_hf(&src, &path, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    let m = Model::open(&path, &OpenOptions::default()).unwrap();
+    let e = quill::eval::perplexity_pairs_ids(&m, &[(vec![1, 2], vec![3])], 1).unwrap_err();
+    assert!(e.to_string().contains("encoder-decoder"), "{e}");
 }

@@ -126,8 +126,11 @@ pub struct Perplexity {
     pub nll: f64,
     /// Tokens scored: every token but the first of each window.
     pub tokens: usize,
-    /// Windows the texts were cut into (a text longer than the model's window is cut).
+    /// Windows the texts were cut into (a text longer than the model's window is cut); for an
+    /// encoder-decoder, the pairs.
     pub windows: usize,
+    /// Encoder-decoder pairs whose source or target was cut to the model's positions.
+    pub truncated: usize,
     pub seconds: f64,
 }
 
@@ -194,8 +197,102 @@ pub fn perplexity_ids(
         nll,
         tokens,
         windows: windows.len(),
+        truncated: 0,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The perplexity of an encoder-decoder model on `(source, labels)` pairs of ids, as
+/// `transformers` computes its loss with `labels=`: the decoder reads its start id and the
+/// labels but the last, and each label is scored by the log-softmax of the logits before it.
+/// A source or label sequence longer than the model's positions is cut to them (counted in
+/// `truncated`). `batch` pairs go through the runtime together, one decoding step a label.
+pub fn perplexity_pairs_ids(
+    model: &Model,
+    pairs: &[(Vec<u32>, Vec<u32>)],
+    batch: usize,
+) -> Result<Perplexity> {
+    let start = match (model.arch(), model.config().decoder_start_id) {
+        (crate::format::Arch::DecoderOnly, _) | (_, None) => {
+            return Err(Error::Unsupported(format!(
+                "the perplexity of source/target pairs needs an encoder-decoder, not {}",
+                model.arch().as_str()
+            )));
+        }
+        (_, Some(id)) => id,
+    };
+    let t0 = Instant::now();
+    let cap = model.max_positions().unwrap_or(usize::MAX);
+    let mut truncated = 0;
+    let mut cut: Vec<(&[u32], &[u32])> = pairs
+        .iter()
+        .filter(|(s, l)| !s.is_empty() && !l.is_empty())
+        .map(|(s, l)| {
+            truncated += usize::from(s.len() > cap || l.len() > cap);
+            (&s[..s.len().min(cap)], &l[..l.len().min(cap)])
+        })
+        .collect();
+    cut.sort_by_key(|(s, l)| std::cmp::Reverse((l.len(), s.len())));
+    let longest = |f: fn(&(&[u32], &[u32])) -> usize| cut.iter().map(f).max().unwrap_or(1);
+    let batch = batch.clamp(1, cut.len().max(1));
+    let limits = Limits {
+        max_batch: batch,
+        max_input_len: longest(|p| p.0.len()),
+        max_new_tokens: longest(|p| p.1.len()),
+        beams: 1,
+        ..Default::default()
+    };
+    let mut session = Session::new(model, limits)?;
+    let vocab = model.config().vocab_size;
+    let (mut nll, mut tokens) = (0f64, 0usize);
+    let mut next = Vec::with_capacity(batch);
+    for group in cut.chunks(batch) {
+        let sources: Vec<&[u32]> = group.iter().map(|p| p.0).collect();
+        session.start(&sources)?;
+        next.clear();
+        next.resize(group.len(), start);
+        for t in 0..group[0].1.len() {
+            let logits = session.step(&next)?;
+            for (row, (_, labels)) in logits.chunks(vocab).zip(group) {
+                if let Some(&label) = labels.get(t) {
+                    nll -= log_softmax_at(row, label as usize);
+                    tokens += 1;
+                }
+            }
+            // Pairs already scored to their end feed their first label again (ignored).
+            next.clear();
+            next.extend(group.iter().map(|p| *p.1.get(t).unwrap_or(&p.1[0])));
+        }
+    }
+    Ok(Perplexity {
+        perplexity: (nll / tokens.max(1) as f64).exp(),
+        nll,
+        tokens,
+        windows: cut.len(),
+        truncated,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`perplexity_pairs_ids`] of `(source, reference)` texts, encoded as `quill-train` encodes
+/// them: the source with the tokenizer's special tokens, the reference without, ended by the
+/// model's first end-of-sequence id.
+pub fn perplexity_pairs(
+    model: &Model,
+    pairs: &[(String, String)],
+    batch: usize,
+) -> Result<Perplexity> {
+    let eos = model.config().eos_ids.first().copied();
+    let task = text::TaskInput::new(model)?;
+    let ids: Vec<(Vec<u32>, Vec<u32>)> = pairs
+        .iter()
+        .map(|(s, r)| {
+            let mut labels = text::encode(model, r, false)?;
+            labels.extend(eos);
+            Ok((task.ids(s)?, labels))
+        })
+        .collect::<Result<_>>()?;
+    perplexity_pairs_ids(model, &ids, batch)
 }
 
 /// ln softmax(row)[i], in f64.

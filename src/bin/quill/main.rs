@@ -65,7 +65,8 @@ enum Command {
     /// Run a test set (TSV: source<TAB>reference: translation, summarization) and report BLEU,
     /// chrF (sacreBLEU compatible), ROUGE-1/2/L F1 (rouge-score compatible, no stemming) and
     /// tokens/s as JSON. Decoding follows the model's defaults unless flags say. With
-    /// --perplexity: a language model's perplexity on the lines of TEST.
+    /// --perplexity: the model's perplexity on TEST (a language model: its lines; an
+    /// encoder-decoder: its references given their sources).
     Eval {
         model: PathBuf,
         test: PathBuf,
@@ -77,9 +78,10 @@ enum Command {
         /// Write the translations here, one per line.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Score TEST's lines as text instead (a language model): perplexity, each line ended by
-        /// end-of-sequence as quill-train reads a corpus, cut into windows of the model's
-        /// positions (at most 1,024).
+        /// Score perplexity instead of decoding. A language model: TEST's lines as text, each
+        /// ended by end-of-sequence as quill-train reads a corpus, cut into windows of the
+        /// model's positions (at most 1,024). An encoder-decoder: each reference given its
+        /// source, ended by end-of-sequence (sides longer than the positions are cut).
         #[arg(long)]
         perplexity: bool,
         #[arg(long, default_value_t = 0)]
@@ -199,6 +201,31 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             threads,
         } => {
             let m = open(&model, threads)?;
+            if perplexity && m.arch() != quill::Arch::DecoderOnly {
+                let pairs = quill::eval::read_pairs(&test)?;
+                if pairs.is_empty() {
+                    return Err(
+                        format!("{}: no `source<TAB>reference` lines", test.display()).into(),
+                    );
+                }
+                let p = quill::eval::perplexity_pairs(&m, &pairs, batch)?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "model": model.display().to_string(),
+                        "test": test.display().to_string(),
+                        "pairs": p.windows,
+                        "tokens": p.tokens,
+                        "truncated": p.truncated,
+                        "nll": p.nll,
+                        "perplexity": p.perplexity,
+                        "tokens_per_s": p.tokens as f64 / p.seconds.max(1e-9),
+                        "seconds": p.seconds,
+                        "threads": m.threads(),
+                    })
+                );
+                return Ok(());
+            }
             if perplexity {
                 let mut texts = Vec::new();
                 quill::eval::for_each_line(&test, |l| {

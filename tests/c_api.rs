@@ -542,9 +542,74 @@ fn expected_cases(dir: &Path, model: &Path) -> (PathBuf, String) {
     let bt = run(&mut s, &[&ids, short], Strategy::Greedy);
     lines.push(format!("batch0:{}", join(&bt[0][0].ids)));
     lines.push(format!("batch1:{}", join(&bt[1][0].ids)));
+    lines.push(format!("chat:{}", join(&c_api_chat_reply())));
     let path = dir.join("expected.txt");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     (path, text)
+}
+
+/// The shipped chat model, for the bindings' chat tests (`QUILL_CHAT_MODEL`).
+fn chat_model() -> PathBuf {
+    root().join("models/chat-en.quill")
+}
+
+/// The system message and the user's message of the bindings' chat case.
+const CHAT_SYSTEM: &str = "Be brief.";
+const CHAT_MESSAGE: &str = "Hello! How are you?";
+
+/// The reply of the shipped chat model to [`CHAT_SYSTEM`] and [`CHAT_MESSAGE`] through the C
+/// API (which tests/chat.rs holds to the Rust conversation): a session of one input with the
+/// other limits fitted to the model (0), the model's decoding defaults (NULL parameters).
+fn c_api_chat_reply() -> Vec<u32> {
+    use quill::ffi::*;
+    use std::ffi::CString;
+    use std::ptr::null_mut;
+    let c = |t: &str| CString::new(t).unwrap();
+    unsafe {
+        let mut model = null_mut();
+        let path = c(chat_model().to_str().unwrap());
+        assert_eq!(
+            quill_model_open(path.as_ptr(), std::ptr::null(), &mut model),
+            quill_status::QUILL_OK
+        );
+        let mut sp: quill_session_params = std::mem::zeroed();
+        quill_session_params_init(&mut sp, std::mem::size_of::<quill_session_params>());
+        (sp.max_batch, sp.max_input_len, sp.max_new_tokens, sp.beams) = (1, 0, 0, 1);
+        let mut session = null_mut();
+        assert_eq!(
+            quill_session_new(model, &sp, &mut session),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(
+            quill_chat_add(session, c("system").as_ptr(), c(CHAT_SYSTEM).as_ptr()),
+            quill_status::QUILL_OK
+        );
+        let mut r = null_mut();
+        let msg = c(CHAT_MESSAGE);
+        let no_stream: quill_stream_fn = None;
+        assert_eq!(
+            quill_chat_turn(
+                session,
+                msg.as_ptr(),
+                std::ptr::null(),
+                no_stream,
+                null_mut(),
+                &mut r
+            ),
+            quill_status::QUILL_OK
+        );
+        let (mut ids, mut n) = (std::ptr::null(), 0usize);
+        assert_eq!(
+            quill_result_ids(r, 0, 0, &mut ids, &mut n),
+            quill_status::QUILL_OK
+        );
+        let reply = std::slice::from_raw_parts(ids, n).to_vec();
+        assert!(!reply.is_empty());
+        quill_result_free(r);
+        quill_session_free(session);
+        quill_model_free(model);
+        reply
+    }
 }
 
 #[test]
@@ -565,7 +630,15 @@ fn cpp_binding_gives_the_same_ids() {
         &["-std=c++17", &include],
         false,
     );
-    let args = [model.as_os_str(), expected.as_os_str(), text.as_ref()];
+    let chat = chat_model();
+    let args = [
+        model.as_os_str(),
+        expected.as_os_str(),
+        text.as_ref(),
+        chat.as_os_str(),
+        CHAT_SYSTEM.as_ref(),
+        CHAT_MESSAGE.as_ref(),
+    ];
     run_c(&exe, &args, false);
     // Under AddressSanitizer and LeakSanitizer (clang++), at the run-time kernel level.
     if have_asan(dir.path()) {
@@ -608,6 +681,9 @@ fn python_binding_gives_the_same_ids() {
         .env("QUILL_TEST_MODEL", &model)
         .env("QUILL_EXPECTED", &expected)
         .env("QUILL_TEST_TEXT", &text)
+        .env("QUILL_CHAT_MODEL", chat_model())
+        .env("QUILL_CHAT_SYSTEM", CHAT_SYSTEM)
+        .env("QUILL_CHAT_MESSAGE", CHAT_MESSAGE)
         .env("QUILL_FORCE_ISA", "avx2")
         .output()
         .unwrap();
@@ -649,6 +725,9 @@ fn go_binding_gives_the_same_ids() {
         .env("QUILL_TEST_MODEL", &model)
         .env("QUILL_EXPECTED", &expected)
         .env("QUILL_TEST_TEXT", &text)
+        .env("QUILL_CHAT_MODEL", chat_model())
+        .env("QUILL_CHAT_SYSTEM", CHAT_SYSTEM)
+        .env("QUILL_CHAT_MESSAGE", CHAT_MESSAGE)
         .env("QUILL_FORCE_ISA", "avx2")
         .output()
         .unwrap();
@@ -701,6 +780,9 @@ fn java_binding_gives_the_same_ids() {
         .arg(&model)
         .arg(&expected)
         .arg(&text)
+        .env("QUILL_CHAT_MODEL", chat_model())
+        .env("QUILL_CHAT_SYSTEM", CHAT_SYSTEM)
+        .env("QUILL_CHAT_MESSAGE", CHAT_MESSAGE)
         .env("QUILL_FORCE_ISA", "avx2")
         .output()
         .unwrap();

@@ -145,8 +145,16 @@ class session {
     return text_call(texts, nullptr, nullptr, nullptr);
   }
 
+  /// Adds a message with `role` ("system", "user", "assistant") to the conversation without
+  /// generating: a system prompt before the first turn, or earlier turns to continue from.
+  /// Needs a model with a chat template (else a quill::error, QUILL_ERR_INVALID_ARGUMENT).
+  void chat_add(const std::string &role, const std::string &content) {
+    check(quill_chat_add(ptr_.get(), role.c_str(), content.c_str()));
+  }
+
   /// One turn of a conversation with a decoder-only model (the session keeps the earlier turns'
-  /// cache); `message` formatted as the model expects. Returns the reply.
+  /// cache), with the model's decoding defaults: `message` is the user's message, formatted with
+  /// the model's chat template when it has one (else given as it is). Returns the reply.
   hypothesis chat(const std::string &message, stream_fn on_tokens = nullptr) {
     quill_result *r = nullptr;
     call_state st{&on_tokens, nullptr};

@@ -1,5 +1,5 @@
 // The shared end-to-end cases through the C++ wrapper (run by tests/c_api.rs):
-//   test_quill MODEL EXPECTED.json-as-lines
+//   test_quill MODEL EXPECTED.json-as-lines TEXT CHAT_MODEL SYSTEM MESSAGE
 // EXPECTED is a text file of "name:id,id,..." lines made by the Rust side.
 #include "quill.hpp"
 
@@ -15,7 +15,7 @@ static std::string join(const std::vector<uint32_t> &v) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) return 2;
+  if (argc != 7) return 2;
   std::map<std::string, std::string> expected;
   std::ifstream f(argv[2]);
   for (std::string line; std::getline(f, line);) {
@@ -97,6 +97,28 @@ int main(int argc, char **argv) {
       std::cerr << "all-defaults generation gave no text\n";
       failures++;
     }
+  }
+  // A conversation with the chat model: a system message, then a turn with its defaults.
+  {
+    quill::model cm(argv[4], 1);
+    quill::session cs = cm.new_session(1, 0, 0, 1);
+    cs.chat_add("system", argv[5]);
+    expect("chat", cs.chat(argv[6]).ids);
+    try {
+      cs.chat_add("", "x");
+      std::cerr << "an empty role was taken\n";
+      failures++;
+    } catch (const quill::error &e) {
+      if (e.status() != QUILL_ERR_INVALID_ARGUMENT) failures++;
+    }
+  }
+  // A model without a chat template refuses chat_add.
+  try {
+    s.chat_add("system", "x");
+    std::cerr << "chat_add without a template was taken\n";
+    failures++;
+  } catch (const quill::error &e) {
+    if (e.status() != QUILL_ERR_INVALID_ARGUMENT) failures++;
   }
   // Errors are exceptions with the status.
   try {

@@ -62,6 +62,9 @@ static quill_status generate_text(quill_session *s, const char **texts, size_t n
 static quill_status chat_turn(quill_session *s, const char *text, int stream, void *user, quill_result **out, char **msg) {
 	return with_msg(quill_chat_turn(s, text, NULL, stream ? stream_trampoline : NULL, user, out), msg);
 }
+static quill_status chat_add(quill_session *s, const char *role, const char *content, char **msg) {
+	return with_msg(quill_chat_add(s, role, content), msg);
+}
 static quill_status result_ids(quill_result *r, size_t i, size_t h, const uint32_t **ids, size_t *n, char **msg) {
 	return with_msg(quill_result_ids(r, i, h, ids, n), msg);
 }
@@ -379,8 +382,21 @@ func (s *Session) GenerateText(texts []string, o *Options, stream StreamFunc) ([
 	return collect(r, true)
 }
 
-// Chat adds a message (formatted as the model expects its turns) to the conversation kept in
-// the session and returns the reply of a decoder-only model, with its own decoding defaults.
+// ChatAdd adds a message with role ("system", "user", "assistant") to the conversation kept in
+// the session without generating: a system prompt before the first turn, or earlier turns to
+// continue from. The model needs a chat template.
+func (s *Session) ChatAdd(role, content string) error {
+	crole := C.CString(role)
+	defer C.free(unsafe.Pointer(crole))
+	ccontent := C.CString(content)
+	defer C.free(unsafe.Pointer(ccontent))
+	var msg *C.char
+	return check(C.chat_add(s.h, crole, ccontent, &msg), msg)
+}
+
+// Chat adds the user's message to the conversation kept in the session (formatted with the
+// model's chat template when it has one, else given as it is) and returns the reply of a
+// decoder-only model, with its own decoding defaults.
 func (s *Session) Chat(message string, stream StreamFunc) (Hypothesis, error) {
 	cmsg := C.CString(message)
 	defer C.free(unsafe.Pointer(cmsg))

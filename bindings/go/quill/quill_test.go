@@ -131,3 +131,38 @@ func TestErrorsCarryStatusAndMessage(t *testing.T) {
 		t.Fatal("out-of-range id accepted")
 	}
 }
+
+// A conversation with the shipped chat model: a system message, then a turn with the model's
+// defaults, gives the reply the C API gives; an empty role, or a model without a chat template,
+// is refused.
+func TestChatAddSetsTheSystemMessage(t *testing.T) {
+	want := expected(t)
+	m, err := Open(os.Getenv("QUILL_CHAT_MODEL"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewSession(1, 0, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.ChatAdd("system", os.Getenv("QUILL_CHAT_SYSTEM")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.Chat(os.Getenv("QUILL_CHAT_MESSAGE"), nil)
+	if err != nil || !equal(h.IDs, want["chat"]) {
+		t.Fatalf("chat: %v %v, want %v", h.IDs, err, want["chat"])
+	}
+	if err := s.ChatAdd("", "x"); err == nil {
+		t.Fatal("an empty role was taken")
+	}
+	plain, _ := Open(os.Getenv("QUILL_TEST_MODEL"), 1)
+	defer plain.Close()
+	ps, _ := plain.NewSession(1, 0, 0, 0)
+	defer ps.Close()
+	err = ps.ChatAdd("system", "x")
+	if e, ok := err.(*Error); !ok || !strings.Contains(e.Message, "chat template") {
+		t.Fatalf("chat_add without a template: %v", err)
+	}
+}

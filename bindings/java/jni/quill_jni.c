@@ -887,6 +887,23 @@ done:
   return r;
 }
 
+JNIEXPORT void JNICALL Java_dev_quill_Native_chatAdd(JNIEnv *env, jclass cls, jlong session, jstring role,
+                                                     jstring content) {
+  (void)cls;
+  jq_session *js = session_of(session);
+  char *crole = utf8_of(env, role, "role", NULL);
+  if (!crole) return;
+  char *ccontent = utf8_of(env, content, "content", NULL);
+  if (!ccontent) {
+    free(crole);
+    return;
+  }
+  quill_status s = quill_chat_add(js->session, crole, ccontent);
+  free(crole);
+  free(ccontent);
+  if (s != QUILL_OK) throw_status(env, s);
+}
+
 JNIEXPORT jobject JNICALL Java_dev_quill_Native_chat(JNIEnv *env, jclass cls, jlong session, jstring text,
                                                      jlongArray options, jobject callback) {
   (void)cls;

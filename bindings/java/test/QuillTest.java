@@ -84,6 +84,24 @@ public class QuillTest {
         }
     }
 
+    /**
+     * A conversation with the shipped chat model (QUILL_CHAT_MODEL): a system message, then a turn
+     * with the model's defaults, gives the C API's reply; an empty role, or a model without a
+     * chat template ({@code plain}), is refused.
+     */
+    private static void chat(Model plain) {
+        try (Model m = new Model(System.getenv("QUILL_CHAT_MODEL"), 1);
+                Session s = m.newSession(new SessionOptions().maxBatch(1).beams(1))) {
+            s.chatAdd("system", System.getenv("QUILL_CHAT_SYSTEM"));
+            expect("chat", s.chat(System.getenv("QUILL_CHAT_MESSAGE")).best(0).ids);
+            expectStatus("an empty role", QuillException.INVALID_ARGUMENT, () -> s.chatAdd("", "x"));
+        }
+        try (Session s = plain.newSession()) {
+            expectStatus("chatAdd without a template", QuillException.INVALID_ARGUMENT,
+                    () -> s.chatAdd("system", "x"));
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         if (args.length != 3) {
             System.err.println("usage: QuillTest MODEL EXPECTED_FILE TEXT");
@@ -101,6 +119,7 @@ public class QuillTest {
             text(m);
             threads(m, text);
             closing(args[0], m, text);
+            chat(m);
         } catch (Throwable t) {
             t.printStackTrace();
             fail("unexpected " + t);

@@ -99,3 +99,17 @@ def test_all_defaults_fit_the_model(model):
     assert s.generate([TEXT])[0][0].text
     info = model.info
     assert info["eos_ids"] == [0] and info["decoder_start_id"] == 999 and info["max_positions"]
+
+
+def test_chat_add_sets_the_system_message(model):
+    """The shipped chat model: a system message, then a turn with the model's defaults, gives the
+    C API's reply; an empty role, or a model without a chat template, is refused."""
+    with quill.Model(os.environ["QUILL_CHAT_MODEL"], threads=1) as m:
+        s = m.session(max_batch=1, beams=1)
+        s.chat_add("system", os.environ["QUILL_CHAT_SYSTEM"])
+        assert s.chat(os.environ["QUILL_CHAT_MESSAGE"]).ids == ids("chat")
+        with pytest.raises(quill.QuillError):
+            s.chat_add("", "x")
+    with pytest.raises(quill.QuillError) as e:
+        model.session().chat_add("system", "x")
+    assert "chat template" in str(e.value)

@@ -65,4 +65,6 @@ final class Native {
     static native Generation generateIds(long session, int[][] inputs, long[] options, StreamCallback callback);
 
     static native Generation chat(long session, String message, long[] options, StreamCallback callback);
+
+    static native void chatAdd(long session, String role, String content);
 }

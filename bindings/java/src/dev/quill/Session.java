@@ -77,14 +77,31 @@ public final class Session implements AutoCloseable {
         return generate(options, callback, text);
     }
 
+    /**
+     * Adds a message with {@code role} ("system", "user", "assistant") to the conversation the
+     * session keeps, without generating: a system prompt before the first turn, or earlier turns
+     * to continue from. The model needs a chat template ({@link QuillException} otherwise).
+     */
+    public synchronized void chatAdd(String role, String content) {
+        if (role == null) throw new NullPointerException("role");
+        if (content == null) throw new NullPointerException("content");
+        long h = enter();
+        try {
+            Native.chatAdd(h, role, content);
+        } finally {
+            busy = false;
+        }
+    }
+
     /** One turn of a conversation with a decoder-only model, with the model's defaults (one beam). */
     public Generation chat(String message) {
         return chat(message, null, null);
     }
 
     /**
-     * One turn of a conversation with a decoder-only model: {@code message} (formatted as the model
-     * expects its turns) is added to the conversation the session keeps, and the reply is
+     * One turn of a conversation with a decoder-only model: {@code message}, the user's (formatted
+     * with the model's chat template when it has one, else given as it is), is added to the
+     * conversation the session keeps, and the reply is
      * generated (greedy or sampling: beams must be 1), streamed to {@code callback} if not null.
      * The result has one input with one hypothesis, the reply. {@link #reset()} starts over.
      */

@@ -71,6 +71,8 @@ fn cases(dir: &Path) -> Vec<(String, Model, Vec<Vec<u32>>)> {
         "qwen2",
         "llama3",
         "qwen3",
+        "gemma",
+        "gemma2",
         "pegasus",
         "bart-asym",
         "t5-asym",

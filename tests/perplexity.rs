@@ -16,7 +16,7 @@ use common::{json_ids, root};
 #[test]
 fn perplexity_equals_transformers_loss() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["gpt2", "llama", "qwen2", "llama3", "qwen3"] {
+    for name in ["gpt2", "llama", "qwen2", "llama3", "qwen3", "gemma2"] {
         let src = root().join("tests/fixtures/hf").join(name);
         let g: Value =
             serde_json::from_str(&std::fs::read_to_string(src.join("ppl.json")).unwrap()).unwrap();

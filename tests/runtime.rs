@@ -255,6 +255,30 @@ fn qwen3_qk_norm_matches_transformers() {
     check_parity("qwen3");
 }
 
+/// Gemma: RMSNorms scaling by `1 + weight` (random weights), √d-scaled embeddings, GELU-tanh
+/// gated feed-forward from the legacy `hidden_act: "gelu"`, heads wider than `d / heads`, MQA.
+#[test]
+fn gemma_matches_transformers() {
+    check_parity("gemma");
+}
+
+/// Gemma 2: sandwich norms, soft-capped attention scores (cap 1.5) and logits (cap 3.0),
+/// `query_pre_attn_scalar`, and a sliding window on layers 0 and 2 of 4 (the long batch below
+/// runs past it on those layers and attends to the whole prefix on the others).
+#[test]
+fn gemma2_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = convert("gemma2", None, dir.path());
+    let c = m.config();
+    assert_eq!(
+        (c.sliding_window, c.sliding_layers.as_slice()),
+        (128, &[0, 2][..])
+    );
+    assert_eq!((c.attn_softcap, c.final_softcap), (1.5, 3.0));
+    assert_eq!(c.attention_scale, Some(24f64.powf(-0.5)));
+    check_parity("gemma2");
+}
+
 /// Phi-3's LongRoPE (the 128k models) within its original context: short factors per
 /// frequency and the attention factor on cos/sin; positions capped at the original context.
 #[test]
@@ -536,6 +560,8 @@ fn long_inputs_in_a_ragged_batch_match_transformers_padded_batch() {
         "llama3",
         "qwen3",
         "mistral",
+        "gemma",
+        "gemma2",
     ] {
         let worst = check_long_batch(name);
         eprintln!("{name}: max logit difference {worst:e}");

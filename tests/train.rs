@@ -53,6 +53,9 @@ fn config(arch: Arch, pre_norm: bool, positions: Positions, norm: Norm, gated: b
         relative_buckets: 0,
         relative_max_distance: 0,
         sliding_window: 0,
+        sliding_layers: Vec::new(),
+        attn_softcap: 0.0,
+        final_softcap: 0.0,
         scale_embedding: seq2seq,
         attention_scale: None,
         logits_scale: 1.0,
@@ -436,6 +439,22 @@ fn fine_tuning_refuses_weights_the_trainer_would_drop() {
     };
     let e = e.to_string();
     assert!(e.contains("self_attn.q_norm"), "{e}");
+}
+
+/// Gemma 2's output norms are weights the trainer does not have, and its soft-capping a
+/// computation it does not make: refused, never trained without them.
+#[test]
+fn fine_tuning_refuses_gemma2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = converted("gemma2", dir.path());
+    let Err(e) = load_model(&file) else {
+        panic!("Gemma 2 was accepted for training");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("sliding") || e.contains("softcap") || e.contains("post_norm"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -107,6 +107,9 @@ fn is_false(v: &bool) -> bool {
 fn is_zero(v: &usize) -> bool {
     *v == 0
 }
+fn is_zero_f(v: &f64) -> bool {
+    *v == 0.0
+}
 fn is_one(v: &f64) -> bool {
     *v == 1.0
 }
@@ -322,6 +325,18 @@ pub struct Config {
     /// `sliding_window − 1` positions before it; 0 = the whole causal prefix.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sliding_window: usize,
+    /// The decoder layers that use the sliding window (Gemma 2 alternates: 0, 2, 4, ...), in
+    /// increasing order; the others attend to the whole causal prefix. Empty: every layer
+    /// (when `sliding_window` is set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sliding_layers: Vec<usize>,
+    /// Soft-capping of the attention scores (Gemma 2): after scaling, `s = cap·tanh(s / cap)`
+    /// before the softmax. 0: none.
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub attn_softcap: f64,
+    /// Soft-capping of the output logits (Gemma 2): `l = cap·tanh(l / cap)`. 0: none.
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub final_softcap: f64,
     /// Multiply embeddings by sqrt(d_model).
     #[serde(default)]
     pub scale_embedding: bool,
@@ -468,6 +483,16 @@ impl Config {
         Ok(())
     }
 
+    /// The sliding window of decoder layer `layer`: `sliding_window` when the layer slides (all
+    /// of them unless `sliding_layers` lists some), else 0 (the whole causal prefix).
+    pub fn window_of(&self, layer: usize) -> usize {
+        if self.sliding_layers.is_empty() || self.sliding_layers.binary_search(&layer).is_ok() {
+            self.sliding_window
+        } else {
+            0
+        }
+    }
+
     /// Checks the configuration for `arch` on its own (the weights are checked against it when
     /// the model is built). The error names the first offending field.
     pub fn validate(&self, arch: Arch) -> Result<()> {
@@ -563,6 +588,35 @@ impl Config {
                 return Err(Error::bad_config(
                     "bidirectional",
                     "applies to lstm-seq2seq only",
+                ));
+            }
+        }
+        for (field, v) in [
+            ("attn_softcap", self.attn_softcap),
+            ("final_softcap", self.final_softcap),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::bad_config(
+                    field,
+                    format!("must be a number ≥ 0 (0: none), found {v}"),
+                ));
+            }
+        }
+        if !self.sliding_layers.is_empty() {
+            if self.sliding_window == 0 {
+                return Err(Error::bad_config(
+                    "sliding_layers",
+                    "needs a sliding_window",
+                ));
+            }
+            let increasing = self.sliding_layers.windows(2).all(|p| p[0] < p[1]);
+            if !increasing || self.sliding_layers.last() >= Some(&self.decoder_layers) {
+                return Err(Error::bad_config(
+                    "sliding_layers",
+                    format!(
+                        "must be increasing decoder layer indices below {}",
+                        self.decoder_layers
+                    ),
                 ));
             }
         }
@@ -744,6 +798,35 @@ mod tests {
                 Arch::Seq2Seq
             ),
             "quill.config"
+        );
+    }
+
+    #[test]
+    fn sliding_layers_and_softcaps_are_checked() {
+        let base = marian_like();
+        let with = |extra: &str| base.replace("\"heads\":4", &format!("\"heads\":4,{extra}"));
+        let c = Config::from_json(
+            &with("\"sliding_window\":8,\"sliding_layers\":[1],\"attn_softcap\":50"),
+            Arch::Seq2Seq,
+        )
+        .unwrap();
+        assert_eq!((c.window_of(0), c.window_of(1)), (0, 8));
+        let all = Config::from_json(&with("\"sliding_window\":8"), Arch::Seq2Seq).unwrap();
+        assert_eq!((all.window_of(0), all.window_of(1)), (8, 8));
+        for bad in [
+            "\"sliding_layers\":[0]",
+            "\"sliding_window\":8,\"sliding_layers\":[1,0]",
+            "\"sliding_window\":8,\"sliding_layers\":[9]",
+        ] {
+            assert_eq!(
+                field_of(&with(bad), Arch::Seq2Seq),
+                "sliding_layers",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            field_of(&with("\"final_softcap\":-1"), Arch::Seq2Seq),
+            "final_softcap"
         );
     }
 

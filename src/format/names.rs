@@ -5,7 +5,8 @@
 //! A Transformer: an optional shared `embed.weight`, then per stack (`encoder`, `decoder`)
 //! `{stack}.embed.weight`, `{stack}.pos.weight`, `{stack}.embed_norm`, `{stack}.rel_bias.weight`,
 //! `{stack}.final_norm` and the layers `{stack}.layers.{i}.{self_attn,cross_attn}.{q,k,v,o}`,
-//! `.self_attn_norm`, `.cross_attn_norm`, `.ffn.{up,gate,down}`, `.ffn_norm`; `lm_head.weight`,
+//! `.self_attn_norm`, `.cross_attn_norm`, `.ffn.{up,gate,down}`, `.ffn_norm`,
+//! `.{self_attn,ffn}_post_norm`; `lm_head.weight`,
 //! `lm_head.bias`. Names without `.weight` are prefixes: a linear layer or a norm is
 //! `{prefix}.weight` (and `{prefix}.bias` when it has one), see [`weight`] and [`bias`].
 
@@ -155,6 +156,14 @@ impl Layer {
     }
     pub fn ffn_norm(&self) -> String {
         format!("{}.ffn_norm", self.0)
+    }
+    /// Norm of the self-attention's output before its residual add (Gemma 2), optional.
+    pub fn self_attn_post_norm(&self) -> String {
+        format!("{}.self_attn_post_norm", self.0)
+    }
+    /// Norm of the feed-forward's output before its residual add (Gemma 2), optional.
+    pub fn ffn_post_norm(&self) -> String {
+        format!("{}.ffn_post_norm", self.0)
     }
 }
 

@@ -40,7 +40,8 @@ pub struct Mask<'a> {
 }
 
 /// One query `q` (`[head_dim]`) over the first `n` keys and values. `scores` is scratch of at least
-/// `n`; `bias` (length ≥ n) is added to the scaled scores (T5 relative positions, ALiBi).
+/// `n`; the scaled scores are soft-capped when `softcap` > 0 (`cap·tanh(s / cap)`, Gemma 2), then
+/// `bias` (length ≥ n) is added (T5 relative positions, ALiBi).
 /// A query that sees no key at all gets a zero output.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_one(
@@ -50,6 +51,7 @@ pub fn attend_one(
     values: Rows,
     n: usize,
     scale: f32,
+    softcap: f32,
     bias: Option<&[f32]>,
     keys_valid: Option<&[bool]>,
     scores: &mut [f32],
@@ -65,6 +67,11 @@ pub fn attend_one(
     }
     assert!(q.len() == keys.width && out.len() == values.width);
     (kern.dots)(q, span(keys, n), keys.stride, scale, scores);
+    if softcap > 0.0 {
+        for s in scores.iter_mut() {
+            *s = softcap * (*s / softcap).tanh();
+        }
+    }
     if let Some(b) = bias {
         (kern.add)(scores, &b[..n]);
     }
@@ -110,6 +117,7 @@ pub fn attend_block(
             values,
             visible,
             scale,
+            0.0,
             b,
             mask.keys_valid,
             scores,

@@ -20,7 +20,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 root = sys.argv[1]
-NAMES = sys.argv[2:] or ["bart", "mbart", "pegasus", "t5", "t5-gated", "bart-asym", "gpt2", "llama", "qwen2", "llama3", "qwen3", "mistral"]
+NAMES = sys.argv[2:] or ["bart", "mbart", "pegasus", "t5", "t5-gated", "bart-asym", "gpt2", "llama", "qwen2", "llama3", "qwen3", "mistral", "gemma", "gemma2"]
 NEW = 64
 torch.set_num_threads(2)
 

@@ -28,7 +28,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 root = sys.argv[1]
-NAMES = sys.argv[2:] or ["gpt2", "llama", "qwen2", "llama3", "qwen3", "marian", "bart", "t5"]
+NAMES = sys.argv[2:] or ["gpt2", "llama", "qwen2", "llama3", "qwen3", "gemma2", "marian", "bart", "t5"]
 SEQ2SEQ = {"marian", "bart", "t5"}
 torch.set_num_threads(2)
 

@@ -18,6 +18,7 @@ encoder) and t5-asym (d_kv * num_heads != d_model, more decoder layers, gated-ge
 the venv of ../shared/tools/ref-setup.sh (transformers 5.24.0, torch 2.15.0):
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf qwen2 mbart mistral phi3 llama3 qwen3 phi3-longrope
     ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf bart-asym t5-asym pegasus mt5
+    ~/quill-ref/venv/bin/python tests/reference/ref_tiny_models.py tests/fixtures/hf gemma gemma2
 """
 import json
 import os
@@ -49,6 +50,10 @@ from transformers import (
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    GemmaConfig,
+    GemmaForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
     MarianConfig,
     MarianMTModel,
     PreTrainedTokenizerFast,
@@ -181,6 +186,7 @@ def main():
         original()
     extra()
     phi3()
+    gemma()
     asymmetric()
 
 
@@ -323,6 +329,61 @@ def extra():
         toks = make_vocab({V - 1: "<|endoftext|>"}, V)
         finish(m, "qwen3", toks, dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                unk_token="<|endoftext|>"), src_ids(None), decoder_only=True)
+
+
+def gemma():
+    # Gemma's RMSNorms scale by (1 + weight) and start at 0: random weights here, so that the
+    # converter's +1 is really tested. Embeddings are scaled by sqrt(hidden_size).
+    def norms(m, v2):
+        names = ["input_layernorm", "post_attention_layernorm"]
+        if v2:
+            names += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        with torch.no_grad():
+            m.model.embed_tokens.weight.normal_(0, 0.02)
+            m.model.norm.weight.uniform_(1.0, 3.0)
+            for layer in m.model.layers:
+                for n in names:
+                    getattr(layer, n).weight.uniform_(-0.5, 0.5)
+
+    if wanted("gemma"):
+        # ---- Gemma: GELU-tanh gated feed-forward ("gelu" in the config, the legacy value
+        # transformers reads as the tanh approximation), head_dim 32 with 4 heads on d_model 64,
+        # multi-query attention, tied embeddings.
+        torch.manual_seed(SEED)
+        cfg = GemmaConfig(
+            vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,
+            rms_norm_eps=1e-6, hidden_act="gelu", bos_token_id=2, eos_token_id=1, pad_token_id=0,
+            initializer_range=0.1,
+        )
+        m = GemmaForCausalLM(cfg)
+        norms(m, False)
+        m.generation_config = GenerationConfig(bos_token_id=2, eos_token_id=1, pad_token_id=0)
+        toks = make_vocab({0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>"}, V, byte_tokens=True)
+        finish(m, "gemma", toks, dict(bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+               pad_token="<pad>"), [2] + src_ids(None, n=11), decoder_only=True,
+               config_patch={"hidden_act": "gelu"})
+
+    if wanted("gemma2"):
+        # ---- Gemma 2: sandwich norms (a norm on each sub-layer's output), attention and final
+        # soft-capping with caps small enough to bite on this tiny model (1.5 and 3.0; the real
+        # models use 50 and 30), query_pre_attn_scalar 24 (not head_dim), a 128-token sliding
+        # window on layers 0 and 2 of 4 (transformers' default alternation), reached by the
+        # 180-token prompts of long_batch.json; GQA, head_dim 32 on d_model 64, tied embeddings.
+        torch.manual_seed(SEED)
+        cfg = Gemma2Config(
+            vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=256,
+            rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24,
+            sliding_window=128, attn_logit_softcapping=1.5, final_logit_softcapping=3.0,
+            bos_token_id=2, eos_token_id=1, pad_token_id=0, initializer_range=0.1,
+        )
+        m = Gemma2ForCausalLM(cfg)
+        norms(m, True)
+        m.generation_config = GenerationConfig(bos_token_id=2, eos_token_id=1, pad_token_id=0)
+        toks = make_vocab({0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>"}, V, byte_tokens=True)
+        finish(m, "gemma2", toks, dict(bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+               pad_token="<pad>"), [2] + src_ids(None, n=11), decoder_only=True)
 
 
 def phi3():

@@ -181,6 +181,13 @@ pub(super) fn rope_scaling(rope: &Value, hf: &Hf) -> Result<(Option<RopeScaling>
 /// The configuration the Llama-shaped families share: widths, grouped-query heads, rotary
 /// positions (linear and Llama 3 scaling; other schemes refused), a sliding window.
 pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
+    let mut c = shape(hf, src)?;
+    c.sliding_window = sliding_window(hf, c.decoder_layers)?;
+    Ok(c)
+}
+
+/// [`config`] without the sliding window (a family that reads its own).
+pub(super) fn shape(hf: &Hf, src: &Sources) -> Result<Config> {
     let d = hf.usize("hidden_size")?;
     let mut c = base_config(hf.usize("vocab_size")?, d);
     c.decoder_layers = src.layers("num_hidden_layers", hf.usize("num_hidden_layers")?)?;
@@ -208,7 +215,6 @@ pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
     // Rotary positions have no table: like transformers, quill runs past max_position_embeddings
     // (max_positions 0 = no limit).
     c.max_positions = cap.unwrap_or(0);
-    c.sliding_window = sliding_window(hf, c.decoder_layers)?;
     c.bos_id = hf.id("bos_token_id")?;
     c.eos_ids = hf.ids("eos_token_id")?;
     c.pad_id = hf.id("pad_token_id")?;

@@ -3,7 +3,7 @@
 //! (`docs/architectures.md`).
 //!
 //! Supported `model_type`s: `marian`, `bart`, `mbart`, `pegasus`, `m2m_100` (M2M100, NLLB), `t5` (v1.0
-//! and v1.1 / flan), `mt5`, `gpt2`, `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`; one file per family here. A
+//! and v1.1 / flan), `mt5`, `gpt2`, `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma2`; one file per family here. A
 //! configuration quill cannot run exactly is refused with a message naming the field and its
 //! value. Try it: `quill convert ./opus-mt-en-de out.quill --quantize int8`.
 
@@ -14,6 +14,7 @@ use half::{bf16, f16};
 use serde_json::Value;
 
 mod bart;
+mod gemma;
 mod gpt2;
 mod llama;
 mod phi3;
@@ -54,6 +55,8 @@ pub(crate) enum Op {
     Rows(usize, usize),
     /// `[1, n]` → `[n]`.
     Flatten,
+    /// Each entry plus one (Gemma's RMSNorm scales by `1 + weight`).
+    PlusOne,
     /// LSTM gate weights or biases: transposed first when `transpose` (Keras kernels
     /// `[in, 4h]`), `add` summed in (PyTorch keeps `bias_ih` and `bias_hh`), then the four row
     /// blocks reordered to quill's i, f, g, o: block `order[k]` of the source is gate `k`.
@@ -261,6 +264,9 @@ pub(crate) fn base_config(vocab: usize, d: usize) -> Config {
         relative_buckets: 0,
         relative_max_distance: 0,
         sliding_window: 0,
+        sliding_layers: Vec::new(),
+        attn_softcap: 0.0,
+        final_softcap: 0.0,
         scale_embedding: false,
         attention_scale: None,
         logits_scale: 1.0,
@@ -328,12 +334,14 @@ fn plan_conversion(
         "llama" | "mistral" | "qwen2" => llama::llama(&hf, src, false)?,
         "qwen3" => llama::llama(&hf, src, true)?,
         "phi3" => phi3::phi3(&hf, src)?,
+        "gemma" => gemma::gemma(&hf, src, false)?,
+        "gemma2" => gemma::gemma(&hf, src, true)?,
         "quill-lstm" => torch_lstm::lstm(&hf, src)?,
         other => {
             return Err(Error::bad_config(
                 "model_type",
                 format!(
-                    "\"{other}\" is not supported (marian, bart, mbart, pegasus, m2m_100, t5, mt5, gpt2, llama, mistral, qwen2, qwen3, phi3, quill-lstm)"
+                    "\"{other}\" is not supported (marian, bart, mbart, pegasus, m2m_100, t5, mt5, gpt2, llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, quill-lstm)"
                 ),
             ));
         }
@@ -574,6 +582,7 @@ fn apply(op: &Op, name: &str, shape: &[usize], vals: Vec<f32>) -> Result<(Vec<us
     Ok(match op {
         Op::Copy => (shape.to_vec(), vals),
         Op::Flatten => (vec![vals.len()], vals),
+        Op::PlusOne => (shape.to_vec(), vals.into_iter().map(|v| v + 1.0).collect()),
         Op::Transpose | Op::TransposeRows(..) => {
             let [r, c] = shape[..] else {
                 return Err(bad("a matrix"));

@@ -48,6 +48,8 @@ pub(crate) struct Work {
     pub h2: Vec<f32>,
     /// One head's scores `[longest sequence]`.
     pub scores: Vec<f32>,
+    /// One row `[d]`: scratch of the norms.
+    pub row: Vec<f32>,
     /// Quantized activations for int8/int4 products.
     pub acts: ActScratch,
 }
@@ -121,20 +123,13 @@ impl Cx<'_> {
         }
     }
 
-    /// Normalizes each row of `x` in place.
-    pub fn norm_rows(&self, norm: &Norm, x: &mut [f32]) {
+    /// Normalizes each row of `x` in place, through `tmp` (`[d]`, [`Work::row`]).
+    pub fn norm_rows(&self, norm: &Norm, x: &mut [f32], tmp: &mut [f32]) {
         let d = self.c.d_model;
-        let mut tmp = [0f32; 256];
+        let tmp = &mut tmp[..d];
         for row in x.chunks_exact_mut(d) {
-            if d <= tmp.len() {
-                self.norm_row(norm, row, &mut tmp[..d]);
-                row.copy_from_slice(&tmp[..d]);
-            } else {
-                // Norms of wide rows read each element before writing it, so in place is safe in
-                // the scalar reference; vector kernels compute the statistics first as well.
-                let copy = row.to_vec();
-                self.norm_row(norm, &copy, row);
-            }
+            self.norm_row(norm, row, tmp);
+            row.copy_from_slice(tmp);
         }
     }
 
@@ -151,9 +146,20 @@ impl Cx<'_> {
         }
     }
 
-    /// Adds the sub-layer output `o` to the stream `x`; post-norm models then normalize.
-    fn residual(&self, norm: &Norm, x: &mut [f32], o: &mut [f32]) {
+    /// Adds the sub-layer output `o` to the stream `x` (normalized first by `post`, Gemma 2's
+    /// output norm, when the layer has one); post-norm models then normalize.
+    fn residual(
+        &self,
+        norm: &Norm,
+        post: Option<&Norm>,
+        x: &mut [f32],
+        o: &mut [f32],
+        tmp: &mut [f32],
+    ) {
         let d = self.c.d_model;
+        if let Some(post) = post {
+            self.norm_rows(post, o, tmp);
+        }
         (self.kern.add)(x, o);
         if !self.c.pre_norm {
             for (xr, or) in x.chunks_exact_mut(d).zip(o.chunks_exact_mut(d)) {
@@ -199,7 +205,7 @@ impl Stack {
             rows = rows.max(g.row0 + g.len);
         }
         if let Some(norm) = &self.embed_norm {
-            cx.norm_rows(norm, &mut w.x[..rows * d]);
+            cx.norm_rows(norm, &mut w.x[..rows * d], &mut w.row);
         }
     }
 }
@@ -332,7 +338,7 @@ impl SelfAttention {
                         None => (t, g.len),
                     };
                     // A sliding window: the last `window` positions of the prefix only.
-                    let skip = match (cache, c.sliding_window) {
+                    let skip = match (cache, c.window_of(layer)) {
                         (Some(_), w) if w > 0 => n.saturating_sub(w),
                         _ => 0,
                     };
@@ -347,6 +353,7 @@ impl SelfAttention {
                         values,
                         n,
                         scale,
+                        c.attn_softcap as f32,
                         span_bias(h, first, n),
                         None,
                         scores,
@@ -356,7 +363,13 @@ impl SelfAttention {
             }
         }
         cx.linear(o, &w.att[..rows * qd], rows, &mut w.a, &mut w.acts);
-        cx.residual(&self.norm, &mut w.x[..rows * d], &mut w.a[..rows * d]);
+        cx.residual(
+            &self.norm,
+            self.post_norm.as_ref(),
+            &mut w.x[..rows * d],
+            &mut w.a[..rows * d],
+            &mut w.row,
+        );
     }
 }
 
@@ -403,7 +416,9 @@ impl CrossAttention {
                 for t in 0..g.len {
                     let r = g.row0 + t;
                     let (q, scores, out) = head(&w.q, &mut w.scores, &mut w.att, (r, h, qd, hd));
-                    attend_one(cx.kern, q, keys, values, n, scale, None, None, scores, out);
+                    attend_one(
+                        cx.kern, q, keys, values, n, scale, 0.0, None, None, scores, out,
+                    );
                     if let Some(al) = align.as_deref_mut()
                         && g.len == 1
                     {
@@ -420,7 +435,13 @@ impl CrossAttention {
             &mut w.a,
             &mut w.acts,
         );
-        cx.residual(&self.norm, &mut w.x[..rows * d], &mut w.a[..rows * d]);
+        cx.residual(
+            &self.norm,
+            None,
+            &mut w.x[..rows * d],
+            &mut w.a[..rows * d],
+            &mut w.row,
+        );
     }
 }
 
@@ -444,6 +465,12 @@ impl FeedForward {
             }
         };
         cx.linear(&self.down, hidden, rows, &mut w.a, &mut w.acts);
-        cx.residual(&self.norm, &mut w.x[..rows * d], &mut w.a[..rows * d]);
+        cx.residual(
+            &self.norm,
+            self.post_norm.as_ref(),
+            &mut w.x[..rows * d],
+            &mut w.a[..rows * d],
+            &mut w.row,
+        );
     }
 }

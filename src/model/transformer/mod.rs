@@ -105,6 +105,7 @@ impl Sizes {
         let floats = (self.rows * Sizes::per_row(model)) as u128
             + 2 * (self.self_cache + self.cross_cache) as u128
             + (self.enc + self.last + self.logits + self.scores + self.align) as u128
+            + model.inner.config.d_model as u128
             + 2 * (self.rope + self.rel) as u128;
         4 * floats + self.act_bytes as u128
     }
@@ -226,6 +227,7 @@ impl TransformerState {
             h1: zeros(rows * ffn)?,
             h2: zeros(rows * ffn)?,
             scores: zeros(s.scores)?,
+            row: zeros(d)?,
             acts: ActScratch::with_capacity(rows, d.max(qd).max(ffn)),
         };
         let (rope_cos, rope_sin) = if s.rope > 0 {
@@ -375,7 +377,7 @@ impl TransformerState {
         }
         let last = &mut self.last[..n * d];
         if let Some(norm) = &self.w.decoder.final_norm {
-            cx.norm_rows(norm, last);
+            cx.norm_rows(norm, last, &mut self.work.row);
         }
         if c.logits_scale != 1.0 {
             (m.kernels.scale)(last, c.logits_scale as f32);
@@ -387,6 +389,12 @@ impl TransformerState {
         if let Some(bias) = &self.w.lm_bias {
             for row in logits.chunks_exact_mut(vocab) {
                 (m.kernels.add)(row, bias);
+            }
+        }
+        if c.final_softcap > 0.0 {
+            let cap = c.final_softcap as f32;
+            for l in logits.iter_mut() {
+                *l = cap * (*l / cap).tanh();
             }
         }
     }
@@ -406,7 +414,8 @@ impl Network for TransformerState {
         let d = self.model.inner.config.d_model;
         let rows = b.rows();
         if let Some(norm) = &enc.final_norm {
-            cx(&self.model.inner, &enc.config).norm_rows(norm, &mut self.work.x[..rows * d]);
+            let w = &mut self.work;
+            cx(&self.model.inner, &enc.config).norm_rows(norm, &mut w.x[..rows * d], &mut w.row);
         }
         self.enc[..rows * d].copy_from_slice(&self.work.x[..rows * d]);
         self.fill_cross_cache(b);

@@ -46,6 +46,8 @@ pub(crate) struct SelfAttention {
     /// Per-head RMSNorm weights (`[head_dim]`) of the queries and keys, applied before rotary
     /// positions (Qwen3); both or neither.
     pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Norm of the output before the residual add (Gemma 2's sandwich norms), optional.
+    pub post_norm: Option<Norm>,
 }
 
 /// Cross-attention over the encoder output (decoder of a seq2seq model) and its norm.
@@ -66,6 +68,8 @@ pub(crate) struct FeedForward {
     pub down: Linear,
     /// `[d]`
     pub norm: Norm,
+    /// Norm of the output before the residual add (Gemma 2), optional.
+    pub post_norm: Option<Norm>,
 }
 
 pub(crate) struct Layer {
@@ -187,6 +191,19 @@ impl Loader<'_> {
         }
     }
 
+    /// A sub-layer's output norm, when the file has one: pre-norm models only (a post-norm
+    /// model already normalizes after the residual add).
+    fn post_norm(&self, prefix: &str) -> Result<Option<Norm>> {
+        let norm = self.opt_norm(prefix)?;
+        if norm.is_some() && !self.cfg.pre_norm {
+            return Err(Error::bad_config(
+                "pre_norm",
+                format!("is false but the file has `{}`", names::weight(prefix)),
+            ));
+        }
+        Ok(norm)
+    }
+
     /// The per-head query and key norms of a layer's self-attention, when it has them (RMSNorm:
     /// the model's norm must be `rms_norm`).
     fn qk_norm(&self, l: &names::Layer) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
@@ -244,6 +261,7 @@ impl Loader<'_> {
             gate,
             down: self.linear(&layer.ffn(Ffn::Down), d, f)?,
             norm: self.norm(&layer.ffn_norm())?,
+            post_norm: self.post_norm(&layer.ffn_post_norm())?,
         })
     }
 
@@ -315,6 +333,7 @@ impl Loader<'_> {
                     proj: self.attention(|p| l.self_attn(p))?,
                     norm: self.norm(&l.self_attn_norm())?,
                     qk_norm: self.qk_norm(&l)?,
+                    post_norm: self.post_norm(&l.self_attn_post_norm())?,
                 },
                 cross: if cross {
                     Some(CrossAttention {

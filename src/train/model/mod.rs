@@ -294,6 +294,16 @@ impl Transformer {
                 config.sliding_window
             )));
         }
+        for (field, cap) in [
+            ("attn_softcap", config.attn_softcap),
+            ("final_softcap", config.final_softcap),
+        ] {
+            if cap != 0.0 {
+                return Err(Error::Unsupported(format!(
+                    "training with soft-capped scores is not supported yet ({field} {cap})"
+                )));
+            }
+        }
         if config.positions == Positions::Relative {
             return Err(Error::Unsupported(
                 "training with T5 relative positions is not supported yet (positions: relative)"

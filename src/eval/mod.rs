@@ -2,7 +2,8 @@
 //! what `quill eval` and the trainer's evaluations run (no trainer needed).
 //!
 //! - [`metrics`]: BLEU and chrF, sacreBLEU-compatible (held to the real sacrebleu's goldens);
-//!   [`rouge`]: ROUGE-1/2/L F1, `rouge-score`-compatible (held to its goldens);
+//!   [`rouge`]: ROUGE-1/2/L F1, `rouge-score`-compatible (held to its goldens), with or without
+//!   its stemmer ([`porter`]: NLTK's Porter stemmer, held to NLTK's stems);
 //! - [`translate`]: generate for many inputs in length-sorted batches, through the text layer
 //!   (`decode::text`), so the texts are what every other front end shows; an encoder-decoder's
 //!   input longer than its positions is cut to its first tokens (end-of-sequence kept) and
@@ -12,6 +13,7 @@
 //! Try it: `quill eval models/en-de-ui.quill test.tsv`.
 
 pub mod metrics;
+pub mod porter;
 pub mod rouge;
 
 use std::fs::File;

@@ -2,8 +2,9 @@
 //! each with its own generation metadata and nothing else (issue 19).
 //!
 //! - the summarizer: a short summary from its defaults; ROUGE of its outputs on 100 test pairs
-//!   equals Google's `rouge-score` on the same outputs (`tests/fixtures/summarize/golden.json`,
-//!   made by `tests/reference/summ_goldens.py`);
+//!   equals Google's `rouge-score` on the same outputs, without and with its stemmer
+//!   (`tests/fixtures/summarize/golden.json`, made by `tests/reference/summ_goldens.py`), and
+//!   `quill eval --rouge-stemmer` reports the stemmed figures;
 //! - the dialogue model: its template is the one `transformers` renders in
 //!   `tests/fixtures/chat/quill_chat_en.json`, and a 3-turn conversation prefills each turn's new
 //!   text only, after the cache of the turns before.
@@ -65,33 +66,44 @@ fn the_summarizer_runs_from_its_metadata() {
     assert!((2..=20).contains(&words), "{summary:?}");
 }
 
-/// ROUGE as `quill eval` computes it equals `rouge-score`'s on the summarizer's real outputs,
-/// and the model still gives those outputs.
-#[test]
-fn summarizer_rouge_equals_rouge_score_on_its_outputs() {
-    let golden: Value = serde_json::from_str(
+/// The summarizer's golden: its (source, reference, hypothesis) triples and rouge-score's figures.
+struct Golden {
+    sources: Vec<String>,
+    refs: Vec<String>,
+    hyps: Vec<String>,
+    json: Value,
+}
+
+fn golden() -> Golden {
+    let json: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/fixtures/summarize/golden.json")).unwrap(),
     )
     .unwrap();
-    let pairs = golden["pairs"].as_array().unwrap();
     let field = |k: &str| -> Vec<String> {
-        pairs
+        json["pairs"]
+            .as_array()
+            .unwrap()
             .iter()
             .map(|p| p[k].as_str().unwrap().to_string())
             .collect()
     };
-    let (sources, refs, hyps) = (field("source"), field("reference"), field("hypothesis"));
-    let (h, r): (Vec<&str>, Vec<&str>) = hyps
-        .iter()
-        .zip(&refs)
-        .map(|(h, r)| (h.as_str(), r.as_str()))
-        .unzip();
-    let r = quill::eval::rouge::corpus_rouge(&h, &r);
-    let want = &golden["rouge_score"];
+    Golden {
+        sources: field("source"),
+        refs: field("reference"),
+        hyps: field("hypothesis"),
+        json,
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn assert_rouge(got: quill::eval::rouge::Rouge, want: &Value) {
     for (key, got) in [
-        ("rouge1", r.rouge1),
-        ("rouge2", r.rouge2),
-        ("rougeL", r.rouge_l),
+        ("rouge1", got.rouge1),
+        ("rouge2", got.rouge2),
+        ("rougeL", got.rouge_l),
     ] {
         let w = want[key].as_f64().unwrap();
         assert!(
@@ -99,16 +111,83 @@ fn summarizer_rouge_equals_rouge_score_on_its_outputs() {
             "{key}: quill {got}, rouge-score {w}"
         );
     }
+}
+
+/// ROUGE as `quill eval` computes it equals `rouge-score`'s on the summarizer's real outputs,
+/// and the model still gives those outputs.
+#[test]
+fn summarizer_rouge_equals_rouge_score_on_its_outputs() {
+    let g = golden();
+    let r = quill::eval::rouge::corpus_rouge(&strs(&g.hyps), &strs(&g.refs));
+    assert_rouge(r, &g.json["rouge_score"]);
     // The outputs are the shipped model's (on another ISA a near tie may flip a few).
     let m = open("summarize-en.quill");
     let o = GenerateOptions::model_defaults(&m).unwrap();
-    let now = quill::eval::translate(&m, &sources, &o, 16).unwrap();
-    let same = now.texts.iter().zip(&hyps).filter(|(a, b)| a == b).count();
+    let now = quill::eval::translate(&m, &g.sources, &o, 16).unwrap();
+    let same = now
+        .texts
+        .iter()
+        .zip(&g.hyps)
+        .filter(|(a, b)| a == b)
+        .count();
     assert!(
-        same * 100 >= hyps.len() * 95,
+        same * 100 >= g.hyps.len() * 95,
         "{same} of {} outputs",
-        hyps.len()
+        g.hyps.len()
     );
+}
+
+/// The same outputs scored with rouge-score's stemmer (`use_stemmer=True`).
+#[test]
+fn summarizer_rouge_with_the_stemmer_equals_rouge_score() {
+    let g = golden();
+    let r = quill::eval::rouge::corpus_rouge_stemmed(&strs(&g.hyps), &strs(&g.refs));
+    assert_rouge(r, &g.json["rouge_score_stemmed"]);
+}
+
+/// `quill eval` scores ROUGE without stemming by default and with it under `--rouge-stemmer`,
+/// and its report says which.
+#[test]
+fn quill_eval_rouge_stemmer_flag() {
+    let g = golden();
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("test.tsv");
+    let n = 12;
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!("{}\t{}\n", g.sources[i], g.refs[i]))
+        .collect();
+    std::fs::write(&test, lines.concat()).unwrap();
+    let refs = strs(&g.refs[..n]);
+    for stem in [false, true] {
+        let hyps_path = dir.path().join("hyps.txt");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_quill"));
+        cmd.arg("eval")
+            .arg(root().join("models/summarize-en.quill"))
+            .arg(&test)
+            .args(["--threads", "1", "--output"])
+            .arg(&hyps_path);
+        if stem {
+            cmd.arg("--rouge-stemmer");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["rouge_stemmer"], stem);
+        let hyps = std::fs::read_to_string(&hyps_path).unwrap();
+        let hyps: Vec<&str> = hyps.lines().collect();
+        let (plain, stemmed) = (
+            quill::eval::rouge::corpus_rouge(&hyps, &refs),
+            quill::eval::rouge::corpus_rouge_stemmed(&hyps, &refs),
+        );
+        // These pairs score differently with the stemmer, so the report shows which was used.
+        assert!(plain.rouge1 != stemmed.rouge1, "{plain:?}");
+        let want = if stem { stemmed } else { plain };
+        assert_rouge(want, &report);
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::decode::{GenerateOptions, Strategy, generate, text};
 use crate::error::{Error, Result};
 use crate::model::{Limits, Model, Session};
 use metrics::{Bleu, corpus_bleu, corpus_chrf};
-use rouge::{Rouge, corpus_rouge};
+use rouge::{Rouge, corpus_rouge, corpus_rouge_stemmed};
 
 /// Outputs of [`translate`].
 pub struct Translations {
@@ -327,8 +327,10 @@ pub fn perplexity(model: &Model, texts: &[String], batch: usize) -> Result<Perpl
 pub struct Scores {
     pub bleu: f64,
     pub chrf: f64,
-    /// ROUGE-1/2/L F1 (`rouge-score`, no stemming): the summarization scores.
+    /// ROUGE-1/2/L F1 (`rouge-score`): the summarization scores.
     pub rouge: Rouge,
+    /// Whether ROUGE stemmed the words (`rouge-score`'s `use_stemmer=True`).
+    pub rouge_stemmer: bool,
     pub sentences: usize,
     /// Sources cut to the model's longest input ([`Translations::truncated`]).
     pub truncated: usize,
@@ -339,12 +341,24 @@ pub struct Scores {
     pub detail: Option<Bleu>,
 }
 
-/// Translates the sources of `pairs` and scores them against the targets.
+/// Translates the sources of `pairs` and scores them against the targets (ROUGE without
+/// stemming).
 pub fn evaluate(
     model: &Model,
     pairs: &[(String, String)],
     options: &GenerateOptions,
     batch: usize,
+) -> Result<(Scores, Vec<String>)> {
+    evaluate_with(model, pairs, options, batch, false)
+}
+
+/// [`evaluate`], ROUGE with `rouge-score`'s Porter stemmer when `rouge_stemmer`.
+pub fn evaluate_with(
+    model: &Model,
+    pairs: &[(String, String)],
+    options: &GenerateOptions,
+    batch: usize,
+    rouge_stemmer: bool,
 ) -> Result<(Scores, Vec<String>)> {
     let sources: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
     let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
@@ -354,7 +368,12 @@ pub fn evaluate(
     let scores = Scores {
         bleu: bleu.score,
         chrf: corpus_chrf(&hyps, &refs),
-        rouge: corpus_rouge(&hyps, &refs),
+        rouge: if rouge_stemmer {
+            corpus_rouge_stemmed(&hyps, &refs)
+        } else {
+            corpus_rouge(&hyps, &refs)
+        },
+        rouge_stemmer,
         sentences: pairs.len(),
         truncated: out.truncated,
         max_input_len: out.max_input_len,

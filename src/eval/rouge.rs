@@ -1,14 +1,18 @@
 //! ROUGE-1, ROUGE-2 and ROUGE-L F1, computed as Google's `rouge-score` package (0.1.2) computes
-//! them with `RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)`, averaged over the
-//! sentence pairs (the mean that its aggregator's bootstrap centres on) and scaled to 0–100.
+//! them with `RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)` ([`corpus_rouge`])
+//! or `use_stemmer=True` ([`corpus_rouge_stemmed`]), averaged over the sentence pairs (the mean
+//! that its aggregator's bootstrap centres on) and scaled to 0–100.
 //!
 //! Its tokenizer lowercases (Unicode lowercasing, as Python's `str.lower`), turns every run of
 //! characters other than `a-z` and `0-9` into a separator and drops empty tokens: text in other
-//! scripts, accented letters included, does not count. ROUGE-N is the clipped n-gram overlap;
-//! ROUGE-L the longest common subsequence of tokens. The goldens in
-//! `tests/fixtures/rouge/cases.json` come from the real package (`tests/reference/rouge_goldens.py`).
+//! scripts, accented letters included, does not count. With the stemmer, each token longer than
+//! three characters is replaced by its Porter stem as NLTK gives it ([`porter::stem`]). ROUGE-N
+//! is the clipped n-gram overlap; ROUGE-L the longest common subsequence of tokens. The goldens
+//! in `tests/fixtures/rouge/cases.json` come from the real package
+//! (`tests/reference/rouge_goldens.py`).
 
 use super::metrics::{clipped_matches, counts};
+use super::porter;
 
 /// Corpus ROUGE: per-pair F1 averaged over the pairs, 0–100.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -53,6 +57,17 @@ pub fn tokenize(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `rouge_score.tokenize.tokenize(text, PorterStemmer())`, the tokens of `use_stemmer=True`:
+/// [`tokenize`]'s, those longer than three characters stemmed.
+pub fn tokenize_stemmed(text: &str) -> Vec<String> {
+    let mut tokens = tokenize(text);
+    for t in tokens.iter_mut().filter(|t| t.len() > 3) {
+        // A stem is never empty and stays within a-z0-9: every token stays a token.
+        *t = porter::stem(t);
+    }
+    tokens
+}
+
 /// ROUGE-N of one pair.
 pub fn rouge_n(target: &[String], prediction: &[String], n: usize) -> Score {
     let (t, p) = (counts(target.windows(n)), counts(prediction.windows(n)));
@@ -82,8 +97,18 @@ pub fn rouge_l(target: &[String], prediction: &[String]) -> Score {
     Score::new(prev[prediction.len()], prediction.len(), target.len())
 }
 
-/// ROUGE-1, ROUGE-2 and ROUGE-L F1 of each hypothesis against its reference, averaged.
+/// ROUGE-1, ROUGE-2 and ROUGE-L F1 of each hypothesis against its reference, averaged
+/// (`use_stemmer=False`).
 pub fn corpus_rouge<S: AsRef<str>>(hyps: &[S], refs: &[S]) -> Rouge {
+    corpus(hyps, refs, tokenize)
+}
+
+/// [`corpus_rouge`] with rouge-score's stemmer (`use_stemmer=True`).
+pub fn corpus_rouge_stemmed<S: AsRef<str>>(hyps: &[S], refs: &[S]) -> Rouge {
+    corpus(hyps, refs, tokenize_stemmed)
+}
+
+fn corpus<S: AsRef<str>>(hyps: &[S], refs: &[S], tokenize: fn(&str) -> Vec<String>) -> Rouge {
     assert_eq!(hyps.len(), refs.len(), "one reference per hypothesis");
     let mut sum = Rouge::default();
     for (h, r) in hyps.iter().zip(refs) {
@@ -110,12 +135,22 @@ mod tests {
         rouge_score_version: String,
         cases: Vec<Case>,
         corpus: Corpus,
+        corpus_stemmed: Corpus,
     }
 
     #[derive(Deserialize)]
     struct Case {
         target: String,
         prediction: String,
+        /// `use_stemmer=False`.
+        #[serde(flatten)]
+        plain: Expected,
+        /// `use_stemmer=True`.
+        stemmed: Expected,
+    }
+
+    #[derive(Deserialize)]
+    struct Expected {
         target_tokens: Vec<String>,
         prediction_tokens: Vec<String>,
         /// `[precision, recall, fmeasure]` of rouge1, rouge2, rougeL.
@@ -148,33 +183,52 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_pair_equals_rouge_score() {
+    fn check_pairs(tokenize: fn(&str) -> Vec<String>, expected: fn(&Case) -> &Expected) {
         let f = fixture();
         assert!(f.rouge_score_version.starts_with("0.1"));
         assert!(f.cases.len() >= 20);
         for (i, c) in f.cases.iter().enumerate() {
+            let want = expected(c);
             let (t, p) = (tokenize(&c.target), tokenize(&c.prediction));
-            assert_eq!(t, c.target_tokens, "case {i}: target tokens");
-            assert_eq!(p, c.prediction_tokens, "case {i}: prediction tokens");
-            close(rouge_n(&t, &p, 1), c.rouge1, &format!("case {i} rouge1"));
-            close(rouge_n(&t, &p, 2), c.rouge2, &format!("case {i} rouge2"));
-            close(rouge_l(&t, &p), c.rouge_l, &format!("case {i} rougeL"));
+            assert_eq!(t, want.target_tokens, "case {i}: target tokens");
+            assert_eq!(p, want.prediction_tokens, "case {i}: prediction tokens");
+            close(rouge_n(&t, &p, 1), want.rouge1, &format!("case {i} rouge1"));
+            close(rouge_n(&t, &p, 2), want.rouge2, &format!("case {i} rouge2"));
+            close(rouge_l(&t, &p), want.rouge_l, &format!("case {i} rougeL"));
+        }
+    }
+
+    fn check_corpus(score: fn(&[&str], &[&str]) -> Rouge, want: fn(&Fixture) -> &Corpus) {
+        let f = fixture();
+        let hyps: Vec<&str> = f.cases.iter().map(|c| c.prediction.as_str()).collect();
+        let refs: Vec<&str> = f.cases.iter().map(|c| c.target.as_str()).collect();
+        let (r, w) = (score(&hyps, &refs), want(&f));
+        for (g, w) in [
+            (r.rouge1, w.rouge1),
+            (r.rouge2, w.rouge2),
+            (r.rouge_l, w.rouge_l),
+        ] {
+            assert!((g - w).abs() < 1e-9, "{r:?}");
         }
     }
 
     #[test]
+    fn every_pair_equals_rouge_score() {
+        check_pairs(tokenize, |c| &c.plain);
+    }
+
+    #[test]
     fn the_corpus_mean_equals_rouge_score() {
-        let f = fixture();
-        let hyps: Vec<&str> = f.cases.iter().map(|c| c.prediction.as_str()).collect();
-        let refs: Vec<&str> = f.cases.iter().map(|c| c.target.as_str()).collect();
-        let r = corpus_rouge(&hyps, &refs);
-        for (g, w) in [
-            (r.rouge1, f.corpus.rouge1),
-            (r.rouge2, f.corpus.rouge2),
-            (r.rouge_l, f.corpus.rouge_l),
-        ] {
-            assert!((g - w).abs() < 1e-9, "{r:?}");
-        }
+        check_corpus(|h, r| corpus_rouge(h, r), |f| &f.corpus);
+    }
+
+    #[test]
+    fn every_pair_equals_rouge_score_with_its_stemmer() {
+        check_pairs(tokenize_stemmed, |c| &c.stemmed);
+    }
+
+    #[test]
+    fn the_corpus_mean_equals_rouge_score_with_its_stemmer() {
+        check_corpus(|h, r| corpus_rouge_stemmed(h, r), |f| &f.corpus_stemmed);
     }
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """ROUGE goldens from Google's rouge-score package: per pair, the tokens and the precision, recall
 and F1 of rouge1, rouge2 and rougeL (RougeScorer(["rouge1", "rouge2", "rougeL"],
-use_stemmer=False)); for the corpus, the mean F1 x 100 over the pairs. Writes
+use_stemmer=False)), and the same under "stemmed" with use_stemmer=True (NLTK's Porter stemmer);
+for the corpus, the mean F1 x 100 over the pairs ("corpus", "corpus_stemmed"). Writes
 tests/fixtures/rouge/cases.json, read by src/eval/rouge.rs's tests.
 
-    pip install rouge-score==0.1.2
+    pip install rouge-score==0.1.2 nltk==3.10.4
     python tests/reference/rouge_goldens.py tests/fixtures/rouge/cases.json
 """
 import json
@@ -56,22 +57,46 @@ PAIRS = [
     ("The quick brown fox jumps over the lazy dog while the dog sleeps in the sun.",
      "A quick brown dog sleeps in the sun while the fox jumps."),
     ("tab\tseparated\nand newline text", "tab separated and newline text"),
+    # Inflections the stemmer conflates (tokens of up to three characters are not stemmed).
+    ("The cats were running quickly across the fields.", "a cat runs quick across a field"),
+    ("generalization of relational databases", "generalize the relation database"),
+    ("utilities for managing connected devices", "utility that manages connection to a device"),
+    ("the skies were dying and lying", "sky dies, lies"),
+    ("news of the innings", "new inning"),
+    ("flies spied tied cries", "fly spy tie cry"),
+    ("happy happiness enjoyed the enjoyment", "happily enjoying happiest"),
+    ("MP3s, x86s and the 1990s", "mp3 x86 1990"),
+    ("proceeding exceedingly succeeded", "proceed exceed succeed"),
 ]
 
-scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
-cases = []
-sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-for target, prediction in PAIRS:
+TYPES = ["rouge1", "rouge2", "rougeL"]
+
+
+def scores(scorer, target, prediction, sums):
+    """The tokens and scores of a pair under `scorer`; adds its F1s to `sums`."""
     s = scorer.score(target, prediction)
-    case = {"target": target, "prediction": prediction,
-            "target_tokens": tokenize.tokenize(target, None),
-            "prediction_tokens": tokenize.tokenize(prediction, None)}
-    for k in sums:
+    stemmer = scorer._tokenizer._stemmer
+    case = {"target_tokens": tokenize.tokenize(target, stemmer),
+            "prediction_tokens": tokenize.tokenize(prediction, stemmer)}
+    for k in TYPES:
         case[k] = [s[k].precision, s[k].recall, s[k].fmeasure]
         sums[k] += s[k].fmeasure
+    return case
+
+
+plain = rouge_scorer.RougeScorer(TYPES, use_stemmer=False)
+stemmed = rouge_scorer.RougeScorer(TYPES, use_stemmer=True)
+cases = []
+sums, sums_stemmed = dict.fromkeys(TYPES, 0.0), dict.fromkeys(TYPES, 0.0)
+for target, prediction in PAIRS:
+    case = {"target": target, "prediction": prediction}
+    case.update(scores(plain, target, prediction, sums))
+    case["stemmed"] = scores(stemmed, target, prediction, sums_stemmed)
     cases.append(case)
 corpus = {k: 100 * v / len(PAIRS) for k, v in sums.items()}
+corpus_stemmed = {k: 100 * v / len(PAIRS) for k, v in sums_stemmed.items()}
 with open(sys.argv[1], "w") as f:
-    json.dump({"rouge_score_version": version("rouge-score"), "use_stemmer": False,
-               "cases": cases, "corpus": corpus}, f, indent=1, ensure_ascii=False)
-print(len(cases), "cases", corpus)
+    json.dump({"rouge_score_version": version("rouge-score"), "nltk_version": version("nltk"),
+               "cases": cases, "corpus": corpus, "corpus_stemmed": corpus_stemmed},
+              f, indent=1, ensure_ascii=False)
+print(len(cases), "cases", corpus, corpus_stemmed)

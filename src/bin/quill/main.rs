@@ -63,9 +63,9 @@ enum Command {
         threads: usize,
     },
     /// Run a test set (TSV: source<TAB>reference: translation, summarization) and report BLEU,
-    /// chrF (sacreBLEU compatible), ROUGE-1/2/L F1 (rouge-score compatible, no stemming) and
-    /// tokens/s as JSON. Decoding follows the model's defaults unless flags say. With
-    /// --perplexity: the model's perplexity on TEST (a language model: its lines; an
+    /// chrF (sacreBLEU compatible), ROUGE-1/2/L F1 (rouge-score compatible; no stemming unless
+    /// --rouge-stemmer) and tokens/s as JSON. Decoding follows the model's defaults unless flags
+    /// say. With --perplexity: the model's perplexity on TEST (a language model: its lines; an
     /// encoder-decoder: its references given their sources).
     Eval {
         model: PathBuf,
@@ -84,6 +84,10 @@ enum Command {
         /// source, ended by end-of-sequence (sides longer than the positions are cut).
         #[arg(long)]
         perplexity: bool,
+        /// Score ROUGE with each token longer than three characters replaced by its Porter stem,
+        /// as rouge-score's use_stemmer=True (the figure most summarization papers quote).
+        #[arg(long, conflicts_with = "perplexity")]
+        rouge_stemmer: bool,
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -198,6 +202,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             batch,
             output,
             perplexity,
+            rouge_stemmer,
             threads,
         } => {
             let m = open(&model, threads)?;
@@ -260,7 +265,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 return Err(format!("{}: no `source<TAB>reference` lines", test.display()).into());
             }
             let options = decode.options(&m)?;
-            let (scores, hyps) = quill::eval::evaluate(&m, &pairs, &options, batch)?;
+            let (scores, hyps) =
+                quill::eval::evaluate_with(&m, &pairs, &options, batch, rouge_stemmer)?;
             if let Some(out) = output {
                 std::fs::write(out, hyps.join("\n") + "\n")?;
             }
@@ -288,6 +294,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     "rouge1": scores.rouge.rouge1,
                     "rouge2": scores.rouge.rouge2,
                     "rougeL": scores.rouge.rouge_l,
+                    "rouge_stemmer": scores.rouge_stemmer,
                     "tokens_per_s": scores.tokens_per_s,
                     "seconds": scores.seconds,
                     "threads": m.threads(),

@@ -7,8 +7,9 @@
 //! Rendering follows `transformers`' `apply_chat_template`: a Jinja environment with
 //! `trim_blocks` and `lstrip_blocks`, loop controls, the template's special tokens as
 //! variables (`bos_token`, `eos_token`), `raise_exception(msg)` (an error naming the message),
-//! `strftime_now(format)` (local time) and Python's string and dict methods (`.strip()`,
-//! `.split()`, `.items()`...). Templates come from model files, so they run with a budget of
+//! `strftime_now(format)` (local time), `tojson` as Python's `json.dumps` writes JSON, and
+//! Python's string and dict methods (`.strip()`, `.split()`, `.items()`...); messages may carry
+//! tool calls, and `tools` and extra variables reach the template ([`ChatTemplate::render_with`]). Templates come from model files, so they run with a budget of
 //! instructions (a template that loops forever is an error, not a hang).
 //!
 //! The engine-only build leaves this module out (feature `chat`).
@@ -27,9 +28,15 @@ const FUEL: u64 = 20_000_000;
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// `system`, `user`, `assistant` (or any role the template knows).
+    /// `system`, `user`, `assistant` (or any role the template knows: `tool`, `ipython`).
     pub role: String,
+    #[serde(default)]
     pub content: String,
+    /// The message's other fields, which the template reads as they are: an assistant's
+    /// `tool_calls` (`[{"type":"function","function":{"name":…,"arguments":{…}}}]`), a tool
+    /// result's `tool_call_id` or `name`. Empty for plain messages.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Message {
@@ -37,7 +44,14 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// The message with field `key` (e.g. `tool_calls`) set to `value`.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Message {
+        self.extra.insert(key.into(), value);
+        self
     }
 }
 
@@ -103,6 +117,161 @@ fn strftime_now(format: &str) -> std::result::Result<String, minijinja::Error> {
     String::from_utf8(buf).map_err(|_| bad())
 }
 
+/// A JSON value as the template sees it: objects keep their keys' order.
+fn jinja_value(v: &serde_json::Value) -> minijinja::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => minijinja::Value::from(()),
+        J::Bool(b) => minijinja::Value::from(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => minijinja::Value::from(i),
+            (_, Some(u), _) => minijinja::Value::from(u),
+            (_, _, f) => minijinja::Value::from(f.unwrap_or(f64::NAN)),
+        },
+        J::String(s) => minijinja::Value::from(s.as_str()),
+        J::Array(a) => a.iter().map(jinja_value).collect(),
+        J::Object(o) => {
+            minijinja::Value::from_pairs(o.iter().map(|(k, v)| (k.as_str(), jinja_value(v))))
+        }
+    }
+}
+
+/// `tojson` as `transformers` defines it for chat templates: Python's `json.dumps` with
+/// `ensure_ascii=False` — `", "` and `": "` between items, or one item a line under `indent` —
+/// and no HTML escaping (MiniJinja's own `tojson` escapes `<`, `>`, `&` and `'`).
+fn tojson(
+    value: &minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<String, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    dump(value, indent, ensure_ascii.unwrap_or(false), 0, &mut out)?;
+    Ok(out)
+}
+
+fn dump(
+    v: &minijinja::Value,
+    indent: Option<usize>,
+    ascii: bool,
+    depth: usize,
+    out: &mut String,
+) -> std::result::Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    use std::fmt::Write;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', n * depth));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        ValueKind::Number => match v.as_i64() {
+            Some(i) if !v.to_string().contains('.') => write!(out, "{i}").unwrap(),
+            _ => {
+                let f = f64::try_from(v.clone())?;
+                out.push_str(&python_float(f));
+            }
+        },
+        ValueKind::String => json_string(v.as_str().unwrap_or_default(), ascii, out),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<minijinja::Value> = v.try_iter()?.collect();
+            if items.is_empty() {
+                out.push_str("[]");
+                return Ok(());
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                dump(item, indent, ascii, depth + 1, out)?;
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        ValueKind::Map => {
+            let keys: Vec<minijinja::Value> = v.try_iter()?.collect();
+            if keys.is_empty() {
+                out.push_str("{}");
+                return Ok(());
+            }
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                json_string(&k.to_string(), ascii, out);
+                out.push_str(": ");
+                dump(&v.get_item(k)?, indent, ascii, depth + 1, out)?;
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        _ => {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("tojson: a {} cannot be written as JSON", v.kind()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string as Python writes it: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, other control
+/// characters as `\u00XX`; with `ascii`, every non-ASCII character as `\uXXXX` (surrogate pairs
+/// beyond the BMP).
+fn json_string(s: &str, ascii: bool, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (ascii && !(' '..='~').contains(&c)) => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    write!(out, "\\u{u:04x}").unwrap();
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A float as Python's `repr` writes it: the shortest digits that read back, with `.0` on
+/// whole numbers and an exponent of at least two digits outside [1e-4, 1e16).
+fn python_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let a = f.abs();
+    if a != 0.0 && !(1e-4..1e16).contains(&a) {
+        let s = format!("{f:e}");
+        let (mantissa, exp) = s.split_once('e').expect("`{:e}` has an exponent");
+        let exp: i32 = exp.parse().expect("an integer exponent");
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    let s = format!("{f}");
+    if s.contains('.') { s } else { format!("{s}.0") }
+}
+
 impl ChatTemplate {
     /// Compiles `spec.template`; a syntax error is an error naming the line.
     pub fn new(spec: TemplateSpec) -> Result<ChatTemplate> {
@@ -132,6 +301,10 @@ impl ChatTemplate {
             },
         );
         env.add_function("strftime_now", |f: String| strftime_now(&f));
+        env.add_filter(
+            "tojson",
+            |v: minijinja::Value, kw: minijinja::value::Kwargs| tojson(&v, kw),
+        );
         env.add_template_owned("chat", spec.template.clone())
             .map_err(|e| bad(&e))?;
         Ok(ChatTemplate { env, spec })
@@ -155,27 +328,59 @@ impl ChatTemplate {
     /// assistant's turn. What the template refuses (`raise_exception`: a role it does not take,
     /// roles out of order) is an invalid argument with the template's message.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(
+            messages,
+            add_generation_prompt,
+            None,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// [`ChatTemplate::render`] with `tools` (the JSON list `apply_chat_template` takes:
+    /// `[{"type":"function","function":{"name","description","parameters"}}]`) and `extra`
+    /// variables for the template (e.g. Llama 3.1's `builtin_tools`, `date_string`).
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
         let t = self.env.get_template("chat").expect("added in new");
-        // As `apply_chat_template` passes them: `tools` and `documents` defined but none, a
-        // special token the model lacks left undefined.
+        // As `apply_chat_template` passes them: `tools` and `documents` defined but none when
+        // not given, a special token the model lacks left undefined.
         let messages: Vec<minijinja::Value> = messages
             .iter()
             .map(|m| {
-                minijinja::Value::from(std::collections::BTreeMap::from([
+                let fixed = [
                     ("role", minijinja::Value::from(m.role.as_str())),
                     ("content", minijinja::Value::from(m.content.as_str())),
-                ]))
+                ];
+                let rest = m
+                    .extra
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "role" && k.as_str() != "content")
+                    .map(|(k, v)| (k.as_str(), jinja_value(v)));
+                minijinja::Value::from_pairs(fixed.into_iter().chain(rest))
             })
             .collect();
-        let mut ctx = std::collections::BTreeMap::from([
+        let mut ctx: Vec<(&str, minijinja::Value)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), jinja_value(v)))
+            .collect();
+        ctx.extend([
             ("messages", minijinja::Value::from(messages)),
             (
                 "add_generation_prompt",
                 minijinja::Value::from(add_generation_prompt),
             ),
-            ("tools", minijinja::Value::from(())),
+            (
+                "tools",
+                tools.map_or(minijinja::Value::from(()), jinja_value),
+            ),
             ("documents", minijinja::Value::from(())),
         ]);
+        let mut ctx: std::collections::BTreeMap<&str, minijinja::Value> = ctx.into_iter().collect();
         for (k, v) in [
             ("bos_token", &self.spec.bos_token),
             ("eos_token", &self.spec.eos_token),
@@ -205,6 +410,8 @@ impl ChatTemplate {
 pub struct Conversation {
     template: ChatTemplate,
     messages: Vec<Message>,
+    /// The tools the template lists (`set_tools`), if any.
+    tools: Option<serde_json::Value>,
     chat: Chat,
     /// The text whose tokens the session's cache holds (the last reply's final id included).
     fed: String,
@@ -216,15 +423,27 @@ impl Conversation {
         Conversation {
             template,
             messages: Vec::new(),
+            tools: None,
             chat: Chat::new(),
             fed: String::new(),
             last_prefill: 0,
         }
     }
 
-    /// Adds a message without generating: a system prompt, or earlier turns to continue from.
+    /// Adds a message without generating: a system prompt, earlier turns to continue from, or
+    /// a tool's result (role `tool`, or `ipython` for Llama 3.1) before [`Conversation::reply`].
     pub fn push(&mut self, message: Message) {
         self.messages.push(message);
+    }
+
+    /// The tools the template offers the model (`apply_chat_template`'s `tools`: a JSON list of
+    /// `{"type":"function","function":{"name","description","parameters"}}`), or none. The
+    /// model answers a call as text in its own format (Qwen2.5: `<tool_call>{…}</tool_call>`),
+    /// which stays the assistant's message; push the result as a `tool` message and
+    /// [`Conversation::reply`]. Changing the tools mid-conversation re-renders its start, so
+    /// the next reply prefills the whole conversation again.
+    pub fn set_tools(&mut self, tools: Option<serde_json::Value>) {
+        self.tools = tools;
     }
 
     pub fn messages(&self) -> &[Message] {
@@ -283,7 +502,12 @@ impl Conversation {
         callback: Option<Callback>,
     ) -> Result<Hypothesis> {
         let model = session.model().clone();
-        let prompt = self.template.render(&self.messages, true)?;
+        let prompt = self.template.render_with(
+            &self.messages,
+            true,
+            self.tools.as_ref(),
+            &serde_json::Map::new(),
+        )?;
         let (new_text, restart) = match prompt.strip_prefix(self.fed.as_str()) {
             Some(rest) if !self.chat.history().is_empty() => (rest, false),
             _ => (prompt.as_str(), true),
@@ -306,10 +530,70 @@ impl Conversation {
         self.last_prefill = tokens.len();
         self.fed = prompt;
         self.fed.push_str(&text::decode(&model, &reply.ids, false)?);
-        self.messages.push(Message {
-            role: "assistant".into(),
-            content: text::text_of(&model, &reply.ids)?,
-        });
+        self.messages.push(Message::new(
+            "assistant",
+            &text::text_of(&model, &reply.ids)?,
+        ));
         Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python's `json.dumps` of the same values (python3 3.11), as `transformers`' `tojson` writes
+    /// them.
+    #[test]
+    fn tojson_writes_what_python_json_dumps_writes() {
+        let floats = [
+            1.0,
+            1e-5,
+            1e16,
+            1e15,
+            0.0001,
+            0.1,
+            -0.0,
+            1.5e300,
+            123456.789,
+            2.5e-7,
+            1.0 / 3.0,
+            100.0,
+        ];
+        let want = [
+            "1.0",
+            "1e-05",
+            "1e+16",
+            "1000000000000000.0",
+            "0.0001",
+            "0.1",
+            "-0.0",
+            "1.5e+300",
+            "123456.789",
+            "2.5e-07",
+            "0.3333333333333333",
+            "100.0",
+        ];
+        for (f, w) in floats.into_iter().zip(want) {
+            assert_eq!(python_float(f), w, "{f}");
+        }
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"a":[1,{"b":null,"c":true}],"e":[],"f":{},"s":"\"\\\n\t\u0001é😀"}"#,
+        )
+        .unwrap();
+        let dump_of = |v: &serde_json::Value, indent, ascii| {
+            let mut out = String::new();
+            dump(&jinja_value(v), indent, ascii, 0, &mut out).unwrap();
+            out
+        };
+        assert_eq!(
+            dump_of(&v, Some(2), false),
+            "{\n  \"a\": [\n    1,\n    {\n      \"b\": null,\n      \"c\": true\n    }\n  ],\n  \"e\": [],\n  \"f\": {},\n  \"s\": \"\\\"\\\\\\n\\t\\u0001é😀\"\n}"
+        );
+        let s = serde_json::json!({"s": "é😀\u{7f}"});
+        assert_eq!(
+            dump_of(&s, None, true),
+            r#"{"s": "\u00e9\ud83d\ude00\u007f"}"#
+        );
     }
 }

@@ -32,43 +32,34 @@ fn template(f: &Value) -> ChatTemplate {
     .unwrap()
 }
 
-/// The messages of a case, or None when the case needs more than roles and texts (tools, tool
-/// calls, extra template variables), which quill's messages do not carry.
-fn messages(case: &Value) -> Option<Vec<Message>> {
-    if case.get("tools").is_some_and(|t| !t.is_null()) || case.get("kwargs").is_some() {
-        return None;
-    }
-    case["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            let m = m.as_object().unwrap();
-            if m.keys().any(|k| k != "role" && k != "content") {
-                return None;
-            }
-            Some(Message::new(
-                m["role"].as_str().unwrap(),
-                m["content"].as_str()?,
-            ))
-        })
-        .collect()
+/// The messages of a case (with their other fields: tool calls), its tools and the extra
+/// variables it gives the template (`kwargs` of `apply_chat_template`).
+fn case_input(case: &Value) -> (Vec<Message>, Option<Value>, serde_json::Map<String, Value>) {
+    let msgs = serde_json::from_value(case["messages"].clone()).unwrap();
+    let tools = case.get("tools").filter(|t| !t.is_null()).cloned();
+    let kwargs = case
+        .get("kwargs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    (msgs, tools, kwargs)
 }
 
 #[test]
 fn six_families_render_like_transformers() {
     let fixtures = fixtures();
     assert!(fixtures.len() >= 6, "{} fixtures", fixtures.len());
-    let (mut rendered, mut refused) = (0, 0);
+    let (mut rendered, mut refused, mut tools) = (0, 0, 0);
+    let mut cases = 0;
     for (family, f) in &fixtures {
         let t = template(f);
         for case in f["cases"].as_array().unwrap() {
+            cases += 1;
             let name = format!("{family}/{}", case["name"].as_str().unwrap());
-            let Some(msgs) = messages(case) else {
-                continue;
-            };
+            let (msgs, tool_list, kwargs) = case_input(case);
+            tools += usize::from(tool_list.is_some() || !kwargs.is_empty());
             let add = case["add_generation_prompt"].as_bool().unwrap();
-            let got = t.render(&msgs, add);
+            let got = t.render_with(&msgs, add, tool_list.as_ref(), &kwargs);
             if case.get("error").is_some_and(|e| e == true) {
                 let e = got.expect_err(&name);
                 assert!(matches!(e, quill::Error::InvalidArgument(_)), "{name}: {e}");
@@ -83,10 +74,12 @@ fn six_families_render_like_transformers() {
             }
         }
     }
-    // Every family's plain cases ran (4 or 5 each), and the refusals of Gemma and Mistral.
+    // Every case ran: the refusals of Gemma and Mistral, and the tool calls, tool results and
+    // extra variables of Llama 3.1 and Qwen2.5.
+    assert_eq!(rendered + refused, cases);
     assert!(
-        rendered >= 30 && refused >= 3,
-        "{rendered} rendered, {refused} refused"
+        refused >= 3 && tools >= 7,
+        "{rendered} rendered, {refused} refused, {tools} with tools or variables"
     );
 }
 
@@ -469,4 +462,103 @@ fn stop_strings_in_the_generation_metadata_end_generation() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("stop_strings"), "{e}");
+}
+
+/// Tools in a conversation: the prompt is the template's rendering with the tools (which the
+/// Qwen2.5 fixture holds to `transformers`), a tool's result is a message the model replies to,
+/// and only what each step adds is prefilled; `quill chat --tools` does the same from the
+/// command line, a `/tool` line being a result.
+#[test]
+fn tools_reach_the_prompt_and_tool_results_get_replies() {
+    use quill::decode::{GenerateOptions, text};
+    use quill::{Limits, Model, OpenOptions, Session};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, qwen) = qwen_with_template(dir.path());
+    let tools = qwen["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c.get("tools").filter(|t| !t.is_null()))
+        .unwrap()
+        .clone();
+    let m = Model::open(&path, &OpenOptions::default()).unwrap();
+    let t = ChatTemplate::of_model(&m).unwrap().unwrap();
+    let mut s = Session::new(&m, Limits::default().fit(&m)).unwrap();
+    let o = GenerateOptions {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    let mut conv = quill::chat::Conversation::new(ChatTemplate::of_model(&m).unwrap().unwrap());
+    conv.set_tools(Some(tools.clone()));
+    let no_vars = serde_json::Map::new();
+    conv.push(Message::new("user", "What's the weather in Paris?"));
+    let prompt = t
+        .render_with(conv.messages(), true, Some(&tools), &no_vars)
+        .unwrap();
+    assert!(
+        prompt.contains("<tools>\n{\"type\": \"function\""),
+        "{prompt}"
+    );
+    conv.reply(&mut s, &o, None, None).unwrap();
+    let first = text::encode(&m, &prompt, false).unwrap();
+    assert_eq!(conv.history()[..first.len()], first[..]);
+
+    conv.push(Message::new("tool", "22°C, sunny"));
+    let before = conv.history().len();
+    let prompt2 = t
+        .render_with(conv.messages(), true, Some(&tools), &no_vars)
+        .unwrap();
+    assert!(
+        prompt2.contains("<tool_response>\n22°C, sunny\n</tool_response>"),
+        "{prompt2}"
+    );
+    conv.reply(&mut s, &o, None, None).unwrap();
+    assert!(
+        conv.last_prefill() < before / 4,
+        "{} tokens prefilled after {before}",
+        conv.last_prefill()
+    );
+    assert_eq!(conv.messages().len(), 4);
+
+    let tools_file = dir.path().join("tools.json");
+    std::fs::write(&tools_file, tools.to_string()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args([
+            "chat",
+            path.to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--tools",
+        ])
+        .arg(&tools_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("What's the weather in Paris?\n/tool 22°C, sunny\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "{out:?}"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args([
+            "chat",
+            path.to_str().unwrap(),
+            "--tools",
+            "/nonexistent.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
 }

@@ -209,6 +209,7 @@ pub fn chat(
     m: &Model,
     args: &DecodeArgs,
     system: Option<&str>,
+    tools: Option<serde_json::Value>,
     max_context: usize,
 ) -> quill::Result<()> {
     let mut o = args.options(m)?;
@@ -223,6 +224,16 @@ pub fn chat(
         (None, Some(_)) => {
             return Err(quill::Error::InvalidArgument(
                 "--system needs a model with a chat template".into(),
+            ));
+        }
+        _ => {}
+    }
+    match (&mut conv, tools) {
+        #[cfg(feature = "chat")]
+        (Some(c), Some(t)) => c.set_tools(Some(t)),
+        (None, Some(_)) => {
+            return Err(quill::Error::InvalidArgument(
+                "--tools needs a model with a chat template".into(),
             ));
         }
         _ => {}
@@ -252,7 +263,11 @@ pub fn chat(
         match &mut conv {
             #[cfg(feature = "chat")]
             Some(c) => {
-                c.push(quill::chat::Message::new("user", msg));
+                let message = match msg.strip_prefix("/tool ") {
+                    Some(result) => quill::chat::Message::new("tool", result),
+                    None => quill::chat::Message::new("user", msg),
+                };
+                c.push(message);
                 c.reply(&mut s, &o, None, Some(&mut cb))?;
             }
             #[cfg(not(feature = "chat"))]
@@ -267,7 +282,13 @@ pub fn chat(
 }
 
 #[cfg(not(feature = "tokenizer"))]
-pub fn chat(_: &Model, _: &DecodeArgs, _: Option<&str>, _: usize) -> quill::Result<()> {
+pub fn chat(
+    _: &Model,
+    _: &DecodeArgs,
+    _: Option<&str>,
+    _: Option<serde_json::Value>,
+    _: usize,
+) -> quill::Result<()> {
     Err(quill::Error::InvalidArgument(
         "chat needs the tokenizer (feature `tokenizer`)".into(),
     ))

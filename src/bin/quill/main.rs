@@ -56,6 +56,11 @@ enum Command {
         /// A system message first (needs the model's chat template).
         #[arg(long)]
         system: Option<String>,
+        /// Tools the chat template offers the model: a JSON file holding the list
+        /// `apply_chat_template` takes (`[{"type":"function","function":{...}}]`). A line
+        /// starting with `/tool ` is then a tool's result, which the model replies to.
+        #[arg(long, value_name = "FILE")]
+        tools: Option<PathBuf>,
         /// Longest conversation, in tokens, the session holds.
         #[arg(long, default_value_t = 2048)]
         max_context: usize,
@@ -189,11 +194,19 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             model,
             decode,
             system,
+            tools,
             max_context,
             threads,
         } => {
             let m = open(&model, threads)?;
-            generate::chat(&m, &decode, system.as_deref(), max_context)?;
+            let tools = match tools {
+                Some(p) => Some(
+                    serde_json::from_str(&std::fs::read_to_string(&p)?)
+                        .map_err(|e| format!("{}: not a JSON list of tools: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            generate::chat(&m, &decode, system.as_deref(), tools, max_context)?;
         }
         Command::Eval {
             model,

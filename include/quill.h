@@ -490,12 +490,27 @@ quill_status quill_generate_ids(quill_session *session,
 // `session` live; `role` and `content` NUL-terminated.
 quill_status quill_chat_add(quill_session *session, const char *role, const char *content);
 
+// Offers `tools` to the model through its chat template: a JSON list as `transformers`'
+// `apply_chat_template` takes it (`[{"type":"function","function":{"name":…,
+// "description":…,"parameters":{…}}}]`), UTF-8 and NUL-terminated; NULL or `""` removes them.
+// The model answers a call as text in its own format (Qwen2.5: `<tool_call>{…}</tool_call>`);
+// give the result with `quill_chat_add(session, "tool", result)` and get the model's reply
+// with `quill_chat_turn(session, NULL, …)`. Needs a model with a chat template
+// (`QUILL_ERR_INVALID_ARGUMENT` otherwise, or when `tools` is not a JSON list). Changing the
+// tools mid-conversation makes the next turn prefill the whole conversation. The session's
+// thread only.
+//
+// # Safety
+// `session` live; `tools` NULL or NUL-terminated.
+quill_status quill_chat_set_tools(quill_session *session, const char *tools);
+
 // Chat with a decoder-only model: adds `text` (UTF-8) to the conversation kept in `session`
 // and generates the reply, prefilling only the new tokens after the cache of earlier turns.
 // A model with a chat template (`quill.chat_template`: converted from a checkpoint that ships
 // one) takes `text` as the user's message and formats the conversation with its template (see
-// `quill_chat_add` for system messages); without a template, `text` is given to the model as it
-// is (formatted as the model expects its turns). Greedy or sampling (`params->beams` must be 1;
+// `quill_chat_add` for system messages); `text` NULL then replies to the messages so far (a
+// tool's result added with `quill_chat_add`). Without a template, `text` is given to the model
+// as it is (formatted as the model expects its turns). Greedy or sampling (`params->beams` must be 1;
 // `params` NULL: the model's defaults with one beam); `callback` streams the reply. `*out` gets
 // a result with one input and one hypothesis (the reply). The conversation lives in one
 // sequence of the session, `max_input_len + max_new_tokens` tokens in all: a reply that reaches
@@ -504,7 +519,7 @@ quill_status quill_chat_add(quill_session *session, const char *role, const char
 // `quill_session_reset` starts a new conversation. The session's thread only.
 //
 // # Safety
-// `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.
+// `session` live; `text` NULL or NUL-terminated; `params` NULL or initialized; `out` writable.
 quill_status quill_chat_turn(quill_session *session,
                              const char *text,
                              const quill_generate_params *params,

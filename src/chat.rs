@@ -501,6 +501,11 @@ impl Conversation {
         cancel: Option<&CancelHandle>,
         callback: Option<Callback>,
     ) -> Result<Hypothesis> {
+        if self.messages.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the conversation has no message to reply to".into(),
+            ));
+        }
         let model = session.model().clone();
         let prompt = self.template.render_with(
             &self.messages,

@@ -562,3 +562,126 @@ fn tools_reach_the_prompt_and_tool_results_get_replies() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+/// Tools through the C API: `quill_chat_set_tools`, then a turn, then a tool's result added with
+/// `quill_chat_add` and answered by `quill_chat_turn(NULL)`, give the Rust conversation's
+/// replies; bad tools, and a NULL turn without a template or without messages, are refused.
+#[test]
+fn the_c_api_offers_tools_and_replies_to_tool_results() {
+    use quill::ffi::*;
+    use std::ffi::{CStr, CString};
+    use std::ptr::{null, null_mut};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, qwen) = qwen_with_template(dir.path());
+    let tools = qwen["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c.get("tools").filter(|t| !t.is_null()))
+        .unwrap()
+        .clone();
+    let m = quill::Model::open(&path, &quill::OpenOptions::default()).unwrap();
+    let mut s = quill::Session::new(&m, quill::Limits::default().fit(&m)).unwrap();
+    let o = quill::decode::GenerateOptions {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let mut conv = quill::chat::Conversation::new(ChatTemplate::of_model(&m).unwrap().unwrap());
+    conv.set_tools(Some(tools.clone()));
+    let text_of = |r: &quill::decode::Hypothesis| quill::decode::text::text_of(&m, &r.ids).unwrap();
+    conv.push(Message::new("user", "What's the weather in Paris?"));
+    let want1 = text_of(&conv.reply(&mut s, &o, None, None).unwrap());
+    conv.push(Message::new("tool", "22°C, sunny"));
+    let want2 = text_of(&conv.reply(&mut s, &o, None, None).unwrap());
+
+    let c = |t: &str| CString::new(t).unwrap();
+    unsafe {
+        let (mut model, mut session) = (null_mut(), null_mut());
+        let p = c(path.to_str().unwrap());
+        assert_eq!(
+            quill_model_open(p.as_ptr(), null(), &mut model),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(
+            quill_session_new(model, null(), &mut session),
+            quill_status::QUILL_OK
+        );
+        let mut gp: quill_generate_params = std::mem::zeroed();
+        quill_generate_params_init(
+            null(),
+            &mut gp,
+            std::mem::size_of::<quill_generate_params>(),
+        );
+        (gp.max_new_tokens, gp.beams, gp.n_best) = (6, 1, 1);
+        let turn = |session: *mut quill_session, text: Option<&CString>| {
+            let mut r = null_mut();
+            let t = text.map_or(null(), |t| t.as_ptr());
+            let status = quill_chat_turn(session, t, &gp, None, null_mut(), &mut r);
+            if status != quill_status::QUILL_OK {
+                return Err(status);
+            }
+            let mut out = null();
+            assert_eq!(quill_result_text(r, 0, 0, &mut out), quill_status::QUILL_OK);
+            let s = CStr::from_ptr(out).to_str().unwrap().to_string();
+            quill_result_free(r);
+            Ok(s)
+        };
+        assert_eq!(
+            turn(session, None),
+            Err(quill_status::QUILL_ERR_INVALID_ARGUMENT)
+        );
+        for bad in ["{\"type\": \"function\"}", "[unclosed"] {
+            assert_eq!(
+                quill_chat_set_tools(session, c(bad).as_ptr()),
+                quill_status::QUILL_ERR_INVALID_ARGUMENT,
+                "{bad}"
+            );
+        }
+        let json = c(&tools.to_string());
+        assert_eq!(
+            quill_chat_set_tools(session, json.as_ptr()),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(
+            turn(session, Some(&c("What's the weather in Paris?"))).unwrap(),
+            want1
+        );
+        assert_eq!(
+            quill_chat_add(session, c("tool").as_ptr(), c("22°C, sunny").as_ptr()),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(turn(session, None).unwrap(), want2);
+        quill_session_free(session);
+        quill_model_free(model);
+
+        // Without a template: no tools, and no reply without text.
+        let plain = dir.path().join("plain.quill");
+        quill::convert::hf::convert_hf(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama"),
+            &plain,
+            &Default::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let p = c(plain.to_str().unwrap());
+        assert_eq!(
+            quill_model_open(p.as_ptr(), null(), &mut model),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(
+            quill_session_new(model, null(), &mut session),
+            quill_status::QUILL_OK
+        );
+        assert_eq!(
+            quill_chat_set_tools(session, json.as_ptr()),
+            quill_status::QUILL_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            turn(session, None),
+            Err(quill_status::QUILL_ERR_INVALID_ARGUMENT)
+        );
+        quill_session_free(session);
+        quill_model_free(model);
+    }
+}

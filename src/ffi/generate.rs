@@ -455,12 +455,69 @@ pub unsafe extern "C" fn quill_chat_add(
     })
 }
 
+/// Offers `tools` to the model through its chat template: a JSON list as `transformers`'
+/// `apply_chat_template` takes it (`[{"type":"function","function":{"name":…,
+/// "description":…,"parameters":{…}}}]`), UTF-8 and NUL-terminated; NULL or `""` removes them.
+/// The model answers a call as text in its own format (Qwen2.5: `<tool_call>{…}</tool_call>`);
+/// give the result with `quill_chat_add(session, "tool", result)` and get the model's reply
+/// with `quill_chat_turn(session, NULL, …)`. Needs a model with a chat template
+/// (`QUILL_ERR_INVALID_ARGUMENT` otherwise, or when `tools` is not a JSON list). Changing the
+/// tools mid-conversation makes the next turn prefill the whole conversation. The session's
+/// thread only.
+///
+/// # Safety
+/// `session` live; `tools` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn quill_chat_set_tools(
+    session: *mut quill_session,
+    tools: *const c_char,
+) -> quill_status {
+    guard(|| {
+        let parts = unsafe { session_mut(session) }?;
+        let model = parts.session.model().clone();
+        let json = if tools.is_null() {
+            ""
+        } else {
+            unsafe { c_text(tools, "tools", QUILL_MAX_TEXT_BYTES) }?
+        };
+        let Some(c) = conversation(parts.conversation, &model)? else {
+            return Err(Error::InvalidArgument(
+                "quill_chat_set_tools: the model has no chat template".into(),
+            ));
+        };
+        #[cfg(feature = "chat")]
+        {
+            let tools = if json.trim().is_empty() {
+                None
+            } else {
+                match serde_json::from_str::<serde_json::Value>(json) {
+                    Ok(v @ serde_json::Value::Array(_)) => Some(v),
+                    Ok(_) => return Err(arg("tools (a JSON list)")),
+                    Err(e) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "quill_chat_set_tools: tools is not JSON: {e}"
+                        )));
+                    }
+                }
+            };
+            c.set_tools(tools);
+            Ok(())
+        }
+        #[cfg(not(feature = "chat"))]
+        {
+            let _ = json;
+            match *c {}
+        }
+    })
+}
+
 /// Chat with a decoder-only model: adds `text` (UTF-8) to the conversation kept in `session`
 /// and generates the reply, prefilling only the new tokens after the cache of earlier turns.
 /// A model with a chat template (`quill.chat_template`: converted from a checkpoint that ships
 /// one) takes `text` as the user's message and formats the conversation with its template (see
-/// `quill_chat_add` for system messages); without a template, `text` is given to the model as it
-/// is (formatted as the model expects its turns). Greedy or sampling (`params->beams` must be 1;
+/// `quill_chat_add` for system messages); `text` NULL then replies to the messages so far (a
+/// tool's result added with `quill_chat_add`). Without a template, `text` is given to the model
+/// as it is (formatted as the model expects its turns). Greedy or sampling (`params->beams` must be 1;
 /// `params` NULL: the model's defaults with one beam); `callback` streams the reply. `*out` gets
 /// a result with one input and one hypothesis (the reply). The conversation lives in one
 /// sequence of the session, `max_input_len + max_new_tokens` tokens in all: a reply that reaches
@@ -469,7 +526,7 @@ pub unsafe extern "C" fn quill_chat_add(
 /// `quill_session_reset` starts a new conversation. The session's thread only.
 ///
 /// # Safety
-/// `session` live; `text` NUL-terminated; `params` NULL or initialized; `out` writable.
+/// `session` live; `text` NULL or NUL-terminated; `params` NULL or initialized; `out` writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn quill_chat_turn(
     session: *mut quill_session,
@@ -482,7 +539,11 @@ pub unsafe extern "C" fn quill_chat_turn(
     guard(|| {
         let parts = unsafe { session_mut(session) }?;
         let model = parts.session.model().clone();
-        let msg = unsafe { c_text(text, "text", max_input_text(parts.session)) }?;
+        let msg = if text.is_null() {
+            None
+        } else {
+            Some(unsafe { c_text(text, "text", max_input_text(parts.session)) }?)
+        };
         let p = if params.is_null() {
             // A chat turn is one sequence: the model's defaults without beam search.
             Params {
@@ -529,10 +590,20 @@ pub unsafe extern "C" fn quill_chat_turn(
             Some(never) => match *never {},
             #[cfg(feature = "chat")]
             Some(c) => {
-                let r = c.turn(parts.session, msg, &o, cancel, cb)?;
+                let r = match msg {
+                    Some(msg) => c.turn(parts.session, msg, &o, cancel, cb)?,
+                    None => c.reply(parts.session, &o, cancel, cb)?,
+                };
                 (r, c.stopped())
             }
             None => {
+                let msg = msg.ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "text is NULL: only a model with a chat template replies to the \
+                         messages so far"
+                            .into(),
+                    )
+                })?;
                 text::require_text(msg, "the message")?;
                 let tokens = text::encode(&model, msg, parts.chat.history().is_empty())?;
                 let r = parts.chat.turn(parts.session, &tokens, &o, cancel, cb)?;

@@ -13,6 +13,7 @@ library's message).
 """
 import ctypes
 import ctypes.util
+import json
 import os
 import queue
 import threading
@@ -104,6 +105,7 @@ _c.quill_session_new.argtypes = [ctypes.c_void_p, ctypes.POINTER(_SessionParams)
 _c.quill_chat_turn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(_GenerateParams), _STREAM,
                                ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
 _c.quill_chat_add.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+_c.quill_chat_set_tools.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 _c.quill_session_reset.argtypes = [ctypes.c_void_p]
 _c.quill_model_params_init.argtypes = [ctypes.POINTER(_ModelParams), ctypes.c_size_t]
 _c.quill_session_params_init.argtypes = [ctypes.POINTER(_SessionParams), ctypes.c_size_t]
@@ -286,11 +288,12 @@ class Session:
             _check(_c.quill_generate_ids(self._h, ptrs, lens, len(inputs), p, cb, None, ctypes.byref(out)))
         return self._collect(out, texts, errors)
 
-    def chat(self, message: str, callback=None, **options) -> Hypothesis:
+    def chat(self, message: Optional[str], callback=None, **options) -> Hypothesis:
         """One turn of a conversation with a decoder-only model (the session keeps the earlier
         turns' cache). A model with a chat template takes `message` as the user's message and
-        formats the conversation with it; without one, `message` goes to the model as it is.
-        `callback(ids, text)` streams the reply. `reset()` starts a new conversation."""
+        formats the conversation with it (`None`: reply to the messages so far, e.g. a tool's
+        result added with `chat_add("tool", ...)`); without one, `message` goes to the model as
+        it is. `callback(ids, text)` streams the reply. `reset()` starts a new conversation."""
         p = self._params(**options)
         out = ctypes.c_void_p()
         errors = []
@@ -303,7 +306,8 @@ class Session:
                 return 1
 
         cb = _STREAM(on_tokens) if callback else _STREAM()
-        _check(_c.quill_chat_turn(self._h, message.encode(), p, cb, None, ctypes.byref(out)))
+        text = None if message is None else message.encode()
+        _check(_c.quill_chat_turn(self._h, text, p, cb, None, ctypes.byref(out)))
         return self._collect(out, True, errors)[0][0]
 
     def chat_add(self, role: str, content: str):
@@ -311,6 +315,11 @@ class Session:
         generating: a system message, or earlier turns to continue from. Needs a model with a
         chat template."""
         _check(_c.quill_chat_add(self._h, role.encode(), content.encode()))
+
+    def chat_set_tools(self, tools: Optional[list]):
+        """Offers `tools` (the list `transformers`' `apply_chat_template` takes) to the model
+        through its chat template; `None` removes them. Needs a model with a chat template."""
+        _check(_c.quill_chat_set_tools(self._h, None if tools is None else json.dumps(tools).encode()))
 
     def reset(self):
         """Forgets the conversation and the started sequences."""

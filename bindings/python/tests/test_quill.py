@@ -113,3 +113,23 @@ def test_chat_add_sets_the_system_message(model):
     with pytest.raises(quill.QuillError) as e:
         model.session().chat_add("system", "x")
     assert "chat template" in str(e.value)
+
+
+def test_chat_set_tools(model):
+    """Tools reach a model with a chat template (the chat model's own template does not print
+    them, so its reply is the one without tools); a tool's result gets a reply with chat(None);
+    a model without a template refuses tools."""
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
+    with quill.Model(os.environ["QUILL_CHAT_MODEL"], threads=1) as m:
+        s = m.session(max_batch=1, beams=1)
+        s.chat_set_tools(tools)
+        s.chat_add("system", os.environ["QUILL_CHAT_SYSTEM"])
+        assert s.chat(os.environ["QUILL_CHAT_MESSAGE"]).ids == ids("chat")
+        s.chat_add("user", "And now?")
+        assert s.chat(None).text is not None
+        s.chat_set_tools(None)
+        with pytest.raises(quill.QuillError):
+            s.chat_set_tools("not a list")
+    with pytest.raises(quill.QuillError) as e:
+        model.session().chat_set_tools(tools)
+    assert "chat template" in str(e.value)

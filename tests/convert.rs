@@ -182,6 +182,12 @@ fn unsupported_configurations_are_refused_naming_the_field() {
             "rope_theta": 10000.0, "short_factor": [1.0, 2.0],
             "original_max_position_embeddings": 64})
     });
+    assert_eq!(field(&e), "rope_parameters.long_factor");
+    let e = refused("phi3", |c| {
+        c["rope_parameters"] = serde_json::json!({"rope_type": "longrope",
+            "rope_theta": 10000.0, "short_factor": [1.0, 2.0], "long_factor": [1.0, 2.0],
+            "original_max_position_embeddings": 64})
+    });
     assert_eq!(field(&e), "rope_scaling");
     let e = refused("phi3", |c| {
         c["rope_parameters"]["partial_rotary_factor"] = 0.75.into()

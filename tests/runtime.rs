@@ -279,19 +279,29 @@ fn gemma2_matches_transformers() {
     check_parity("gemma2");
 }
 
-/// Phi-3's LongRoPE (the 128k models) within its original context: short factors per
-/// frequency and the attention factor on cos/sin; positions capped at the original context.
+/// Phi-3's LongRoPE (the 128k models): short factors per frequency within the original
+/// context (64 here), the attention factor on cos/sin, and past it the long factors for a
+/// whole pass whose last position reaches it (the long batch's 180-token prompts). A
+/// generation that starts within the original context and runs past it (crossing.json: a
+/// 40-token prompt, 48 new tokens) matches up to the crossing; there `transformers`' Phi-3
+/// drops its cache and recomputes the whole sequence with the long factors, while quill rotates
+/// the new positions with them and keeps the cache (docs/architectures.md).
 #[test]
-fn phi3_longrope_matches_transformers_within_its_original_context() {
+fn phi3_longrope_matches_transformers_within_and_past_its_original_context() {
     let dir = tempfile::tempdir().unwrap();
     let m = convert("phi3-longrope", None, dir.path());
     assert!(matches!(
         m.config().rope_scaling,
-        Some(quill::format::RopeScaling::Longrope { attention_factor, .. })
+        Some(quill::format::RopeScaling::Longrope { attention_factor, original_max_positions: 64, .. })
             if (attention_factor - (1.0 + 4f64.ln() / 64f64.ln()).sqrt()).abs() < 1e-12
     ));
-    assert_eq!(m.max_positions(), Some(64));
+    assert_eq!(m.max_positions(), None);
     check_parity("phi3-longrope");
+    // The crossing golden's step 25 is the pass of position 64, the first past the context.
+    for (file, steps) in [("long_batch.json", usize::MAX), ("crossing.json", 25)] {
+        let worst = check_batch_golden("phi3-longrope", file, steps);
+        eprintln!("phi3-longrope {file}: max logit difference {worst:e}");
+    }
 }
 
 /// Llama 3.1/3.2's `rope_scaling` ("llama3": frequencies kept, blended and divided), rope_theta
@@ -480,11 +490,14 @@ fn extend_longer_than_the_sessions_rows_is_prefilled_in_chunks() {
 /// forcing), so every step of every row is compared; quill's own choice must be the golden's
 /// wherever the top two logits are apart by more than the tolerance allows.
 fn check_long_batch(name: &str) -> f32 {
+    check_batch_golden(name, "long_batch.json", usize::MAX)
+}
+
+/// [`check_long_batch`] with the golden in `file` (same format), its first `max_steps` steps.
+fn check_batch_golden(name: &str, file: &str, max_steps: usize) -> f32 {
     let dir = tempfile::tempdir().unwrap();
-    let g: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture(name).join("long_batch.json")).unwrap(),
-    )
-    .unwrap();
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join(file)).unwrap()).unwrap();
     let model = convert(name, None, dir.path());
     let inputs: Vec<Vec<u32>> = g["inputs"].as_array().unwrap().iter().map(ids).collect();
     let rows = g["rows"].as_array().unwrap();
@@ -508,7 +521,8 @@ fn check_long_batch(name: &str) -> f32 {
         .iter()
         .map(|r| r["ids"].as_array().unwrap().len())
         .max()
-        .unwrap();
+        .unwrap()
+        .min(max_steps);
     let mut worst = 0f32;
     for step in 0..steps {
         let logits = s.logits().to_vec();

@@ -134,12 +134,18 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_positions: usize,
     },
-    /// Phi-3's LongRoPE within its original context: `inv_freq[i] = 1 / (short_factor[i] ·
-    /// θ^(2i/head_dim))` (`head_dim / 2` factors), cos and sin × `attention_factor`. Past the
-    /// original context `transformers` switches every position to its long factors; quill caps
-    /// such a model's positions at the original context instead (`max_positions`).
+    /// Phi-3's LongRoPE: `inv_freq[i] = 1 / (short_factor[i] · θ^(2i/head_dim))` (`head_dim / 2`
+    /// factors), cos and sin × `attention_factor`. A pass whose last position reaches
+    /// `original_max_positions` rotates all its rows with `long_factor` instead, as
+    /// `transformers` does (it picks the factors by the longest position of each forward pass;
+    /// rows already cached keep theirs). Without long factors (files written before them),
+    /// positions are capped at the original context (`max_positions`).
     Longrope {
         short_factor: Vec<f64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        long_factor: Vec<f64>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        original_max_positions: usize,
         attention_factor: f64,
     },
 }
@@ -148,12 +154,44 @@ impl RopeScaling {
     /// The inverse frequencies of a rotary head of `head_dim` with base `theta`, scaled; computed
     /// in f32 as `transformers` computes them.
     pub fn inverse_frequencies(theta: f64, head_dim: usize, scaling: Option<&Self>) -> Vec<f32> {
+        Self::frequencies(theta, head_dim, scaling, false)
+    }
+
+    /// The position from which a pass uses LongRoPE's long factors, when the scaling has them.
+    pub fn long_from(&self) -> Option<usize> {
+        match self {
+            RopeScaling::Longrope {
+                long_factor,
+                original_max_positions,
+                ..
+            } if !long_factor.is_empty() && *original_max_positions > 0 => {
+                Some(*original_max_positions)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`RopeScaling::inverse_frequencies`] with LongRoPE's long factors when `long`.
+    pub fn frequencies(
+        theta: f64,
+        head_dim: usize,
+        scaling: Option<&Self>,
+        long: bool,
+    ) -> Vec<f32> {
         let pow = |i: usize| (theta as f32).powf((2 * i) as f32 / head_dim as f32);
         let half = head_dim / 2;
-        if let Some(RopeScaling::Longrope { short_factor, .. }) = scaling {
-            return (0..half)
-                .map(|i| 1.0 / (short_factor[i] as f32 * pow(i)))
-                .collect();
+        if let Some(RopeScaling::Longrope {
+            short_factor,
+            long_factor,
+            ..
+        }) = scaling
+        {
+            let f = if long && !long_factor.is_empty() {
+                long_factor
+            } else {
+                short_factor
+            };
+            return (0..half).map(|i| 1.0 / (f[i] as f32 * pow(i))).collect();
         }
         let mut inv: Vec<f32> = (0..half).map(|i| 1.0 / pow(i)).collect();
         if let Some(s) = scaling {
@@ -212,11 +250,21 @@ impl RopeScaling {
         let bad = |why: &str| Err(Error::bad_config("rope_scaling", why.to_string()));
         if let RopeScaling::Longrope {
             short_factor,
+            long_factor,
             attention_factor,
+            ..
         } = self
         {
             let ok = |x: &f64| x.is_finite() && *x > 0.0;
-            return if short_factor.len() != head_dim / 2 {
+            return if !long_factor.is_empty() && long_factor.len() != head_dim / 2 {
+                bad(&format!(
+                    "longrope needs head_dim / 2 = {} long factors, found {}",
+                    head_dim / 2,
+                    long_factor.len()
+                ))
+            } else if !long_factor.iter().all(ok) {
+                bad("longrope factors must be > 0")
+            } else if short_factor.len() != head_dim / 2 {
                 bad(&format!(
                     "longrope needs head_dim / 2 = {} short factors, found {}",
                     head_dim / 2,

@@ -99,8 +99,19 @@ pub(crate) fn rope_tables(
     theta: f64,
     scaling: Option<&RopeScaling>,
 ) -> (Vec<f32>, Vec<f32>) {
+    rope_tables_of(len, hd, theta, scaling, false)
+}
+
+/// [`rope_tables`] with LongRoPE's long factors when `long`.
+pub(crate) fn rope_tables_of(
+    len: usize,
+    hd: usize,
+    theta: f64,
+    scaling: Option<&RopeScaling>,
+    long: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let half = hd / 2;
-    let inv = RopeScaling::inverse_frequencies(theta, hd, scaling);
+    let inv = RopeScaling::frequencies(theta, hd, scaling, long);
     let mscale = scaling.map_or(1.0, RopeScaling::attention_factor);
     let mut cos = vec![0f32; len * half];
     let mut sin = vec![0f32; len * half];

@@ -107,9 +107,9 @@ fn sliding_window(hf: &Hf, layers: usize) -> Result<usize> {
 }
 
 /// The rotary scaling of `rope_parameters` (or the older `rope_scaling`): none, `linear`,
-/// `llama3`, or `longrope` (`su`; Phi-3's long-context models) with the positions capped at its
-/// original context (where `transformers` uses the short factors); any other scheme (`dynamic`,
-/// `yarn`...) is refused, naming it. Also the cap on positions it implies.
+/// `llama3`, or `longrope` (`su`; Phi-3's long-context models: short factors within the original
+/// context, long ones past it); any other scheme (`dynamic`, `yarn`...) is refused, naming it.
+/// Also a cap on positions it implies (none of these has one).
 pub(super) fn rope_scaling(rope: &Value, hf: &Hf) -> Result<(Option<RopeScaling>, Option<usize>)> {
     let field = |k: &str| format!("rope_parameters.{k}");
     let kind = rope["rope_type"].as_str().or(rope["type"].as_str());
@@ -155,18 +155,20 @@ pub(super) fn rope_scaling(rope: &Value, hf: &Hf) -> Result<(Option<RopeScaling>
                 None if factor <= 1.0 => 1.0,
                 None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
             };
-            let short_factor = rope["short_factor"]
-                .as_array()
-                .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
-                .ok_or_else(|| {
-                    Error::bad_config(&field("short_factor"), "missing or not numbers")
-                })?;
+            let factors = |k: &str| {
+                rope[k]
+                    .as_array()
+                    .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+                    .ok_or_else(|| Error::bad_config(&field(k), "missing or not numbers"))
+            };
             (
                 Some(RopeScaling::Longrope {
-                    short_factor,
+                    short_factor: factors("short_factor")?,
+                    long_factor: factors("long_factor")?,
+                    original_max_positions: original,
                     attention_factor,
                 }),
-                Some(original),
+                None,
             )
         }
         Some(k) => {

@@ -20,10 +20,10 @@ pub(crate) mod weights;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{Arch, Config, Positions};
+use crate::format::{Arch, Config, Positions, RopeScaling};
 use crate::kernels::ActScratch;
 
-use super::positions::{rel_table, rope_tables};
+use super::positions::{rel_table, rope_tables, rope_tables_of};
 use super::{Batch, CancelHandle, Limits, Model, Network, Outputs};
 use blocks::{CrossCache, Cx, SelfCache, Seqs, Work};
 use weights::{PosTable, Stack, TransformerWeights};
@@ -83,7 +83,18 @@ impl Sizes {
             logits: slots * c.vocab_size,
             scores: longest,
             rope: if c.positions == Positions::Rotary {
-                dec_len * (hd / 2)
+                // LongRoPE's long factors: a second pair of tables.
+                let tables = if c
+                    .rope_scaling
+                    .as_ref()
+                    .and_then(RopeScaling::long_from)
+                    .is_some()
+                {
+                    2
+                } else {
+                    1
+                };
+                tables * dec_len * (hd / 2)
             } else {
                 0
             },
@@ -178,6 +189,10 @@ pub(crate) struct TransformerState {
     /// Rotary tables `[dec_len][hd / 2]`.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
+    /// LongRoPE's tables with the long factors (cos, sin), used by a pass whose last position
+    /// reaches `long_from`.
+    rope_long: (Vec<f32>, Vec<f32>),
+    long_from: Option<usize>,
     /// T5 relative bias per head and relative position (`key − query + span`): `[heads][2·span]`,
     /// for the encoder (bidirectional) and the decoder (causal).
     rel_enc: Vec<f32>,
@@ -235,6 +250,13 @@ impl TransformerState {
         } else {
             (Vec::new(), Vec::new())
         };
+        let long_from = c.rope_scaling.as_ref().and_then(RopeScaling::long_from);
+        let rope_long = match long_from {
+            Some(_) if s.rope > 0 => {
+                rope_tables_of(dec_len, hd, c.rope_theta, c.rope_scaling.as_ref(), true)
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
         let rel = |stack: Option<&Stack>, bidirectional: bool| match stack
             .and_then(|s| s.rel_bias.as_ref())
         {
@@ -268,6 +290,8 @@ impl TransformerState {
             ),
             rope_cos,
             rope_sin,
+            rope_long,
+            long_from,
             rel_enc: rel(w.encoder.as_ref(), true),
             rel_dec: rel(Some(&w.decoder), false),
             span: s.span,
@@ -303,7 +327,15 @@ impl TransformerState {
             };
             (&t[..], self.span)
         });
-        let rope = (&self.rope_cos[..], &self.rope_sin[..]);
+        // LongRoPE: `transformers` picks the long factors for a whole pass when its longest
+        // position reaches the original context.
+        let last_pos = b.groups.iter().map(|g| g.pos0 + g.len).max().unwrap_or(0);
+        let rope = match self.long_from {
+            Some(from) if decoder && last_pos > from => {
+                (&self.rope_long.0[..], &self.rope_long.1[..])
+            }
+            _ => (&self.rope_cos[..], &self.rope_sin[..]),
+        };
         let last = stack.layers.len().saturating_sub(1);
         for (l, layer) in stack.layers.iter().enumerate() {
             if rows > 1 && cancel.is_some_and(|c| c.is_cancelled()) {

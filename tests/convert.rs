@@ -90,6 +90,14 @@ fn sharded_checkpoints_convert_like_single_files() {
 }
 
 fn refused(name: &str, patch: impl Fn(&mut serde_json::Value)) -> Error {
+    patched(name, patch).unwrap_err()
+}
+
+/// Converts fixture `name` with `patch` applied to its config: the model's config, or the error.
+fn patched(
+    name: &str,
+    patch: impl Fn(&mut serde_json::Value),
+) -> Result<quill::format::Config, Error> {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("model");
     copy_dir(&fixture(name), &d);
@@ -97,13 +105,10 @@ fn refused(name: &str, patch: impl Fn(&mut serde_json::Value)) -> Error {
         serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
     patch(&mut cfg);
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
-    convert_hf(
-        &d,
-        &dir.path().join("out.quill"),
-        &ConvertOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap_err()
+    let out = dir.path().join("out.quill");
+    convert_hf(&d, &out, &ConvertOptions::default(), &mut |_, _| {})?;
+    let m = quill::Model::open(&out, &Default::default())?;
+    Ok(m.config().clone())
 }
 
 fn field(e: &Error) -> &str {
@@ -130,20 +135,46 @@ fn unsupported_configurations_are_refused_naming_the_field() {
         c["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0})
     });
     assert_eq!(field(&e), "rope_parameters.rope_type");
-    // Sliding windows: quill slides every layer or none.
-    let e = refused("qwen2", |c| {
+    // Sliding windows on some layers: from layer_types, or Qwen's max_window_layers without it
+    // (the runtime is held to transformers on such a model by gemma2's goldens).
+    let c = patched("qwen2", |c| {
         c["sliding_window"] = 64.into();
         c["use_sliding_window"] = true.into();
         c["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
-    });
-    assert_eq!(field(&e), "layer_types");
-    let e = refused("qwen2", |c| {
+    })
+    .unwrap();
+    assert_eq!(
+        (c.sliding_window, c.sliding_layers.as_slice()),
+        (64, &[1][..])
+    );
+    let c = patched("qwen2", |c| {
         c["sliding_window"] = 64.into();
         c["use_sliding_window"] = true.into();
         c["max_window_layers"] = 1.into();
         c.as_object_mut().unwrap().remove("layer_types");
-    });
-    assert_eq!(field(&e), "max_window_layers");
+    })
+    .unwrap();
+    assert_eq!(
+        (c.sliding_window, c.sliding_layers.as_slice()),
+        (64, &[1][..])
+    );
+    let c = patched("qwen2", |c| {
+        c["sliding_window"] = 64.into();
+        c["use_sliding_window"] = false.into();
+    })
+    .unwrap();
+    assert_eq!(c.sliding_window, 0);
+    for types in [
+        serde_json::json!(["full_attention", "chunked_attention"]),
+        serde_json::json!(["sliding_attention"]),
+    ] {
+        let e = refused("qwen2", |c| {
+            c["sliding_window"] = 64.into();
+            c["use_sliding_window"] = true.into();
+            c["layer_types"] = types.clone();
+        });
+        assert_eq!(field(&e), "layer_types");
+    }
     // Llama 3 scaling needs its parameters, and sane ones (checked by the config).
     let e = refused("llama", |c| {
         c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0})

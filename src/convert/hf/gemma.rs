@@ -40,7 +40,9 @@ pub(super) fn gemma(hf: &Hf, src: &Sources, v2: bool) -> Result<(Arch, Config, V
         }
         c.attn_softcap = hf.opt_f64("attn_logit_softcapping")?.unwrap_or(0.0);
         c.final_softcap = hf.opt_f64("final_logit_softcapping")?.unwrap_or(0.0);
-        (c.sliding_window, c.sliding_layers) = sliding_layers(hf, c.decoder_layers)?;
+        // Without layer_types, transformers alternates: layers 0, 2, 4... slide.
+        (c.sliding_window, c.sliding_layers) =
+            llama::sliding_layers(hf, c.decoder_layers, |i| Ok(i % 2 == 0))?;
     }
     let mut p = Vec::new();
     plan(&mut p, names::EMBED, "model.embed_tokens.weight", Op::Copy);
@@ -78,45 +80,4 @@ pub(super) fn gemma(hf: &Hf, src: &Sources, v2: bool) -> Result<(Arch, Config, V
         plan(&mut p, names::LM_HEAD, "lm_head.weight", Op::Copy);
     }
     Ok((Arch::DecoderOnly, c, p))
-}
-
-/// Gemma 2's window and the layers it applies to: `layer_types` (`sliding_attention` or
-/// `full_attention` per layer) or, without it, every other layer from the first, as
-/// `transformers` defaults. All layers sliding is an empty list; none, a window of 0.
-fn sliding_layers(hf: &Hf, layers: usize) -> Result<(usize, Vec<usize>)> {
-    let Some(window) = hf.opt_usize("sliding_window")? else {
-        return Ok((0, Vec::new()));
-    };
-    let sliding: Vec<usize> = match hf.0["layer_types"].as_array() {
-        Some(types) => {
-            if types.len() != layers {
-                return Err(Error::bad_config(
-                    "layer_types",
-                    format!("has {} entries for {layers} layers", types.len()),
-                ));
-            }
-            let mut out = Vec::new();
-            for (i, t) in types.iter().enumerate() {
-                match t.as_str() {
-                    Some("sliding_attention") => out.push(i),
-                    Some("full_attention") => {}
-                    other => {
-                        return Err(Error::bad_config(
-                            "layer_types",
-                            format!(
-                                "{other:?} is not supported (sliding_attention, full_attention)"
-                            ),
-                        ));
-                    }
-                }
-            }
-            out
-        }
-        None => (0..layers).step_by(2).collect(),
-    };
-    Ok(match sliding.len() {
-        0 => (0, Vec::new()),
-        n if n == layers => (window, Vec::new()),
-        _ => (window, sliding),
-    })
 }

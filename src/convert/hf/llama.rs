@@ -62,48 +62,75 @@ pub(super) fn plan_tail(p: &mut Vec<Planned>, src: &Sources) -> Result<()> {
     Ok(())
 }
 
-/// The sliding window every layer attends through (Mistral, Phi-3), or 0. `transformers` slides
-/// the layers whose `layer_types` entry is `sliding_attention` (Qwen2/Qwen3 with
-/// `use_sliding_window`: those from `max_window_layers` on); quill slides all layers or none,
-/// and refuses a mix, naming the field.
-fn sliding_window(hf: &Hf, layers: usize) -> Result<usize> {
-    let Some(w) = hf.opt_usize("sliding_window")? else {
-        return Ok(0);
-    };
+/// The sliding window and the layers it applies to (Mistral, Phi-3, Qwen2/Qwen3 with
+/// `use_sliding_window`): the layers whose `layer_types` entry is `sliding_attention`; without
+/// `layer_types`, Qwen's layers from `max_window_layers` on, else every layer. Returns the window
+/// (0: none) and the sliding layers (empty: all of them).
+fn sliding_window(hf: &Hf, layers: usize) -> Result<(usize, Vec<usize>)> {
     if hf.opt_bool("use_sliding_window")? == Some(false) {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
-    if let Some(types) = hf.0["layer_types"].as_array() {
-        let sliding = types
-            .iter()
-            .filter(|t| t.as_str() == Some("sliding_attention"))
-            .count();
-        return match sliding {
-            0 => Ok(0),
-            n if n == types.len() => Ok(w),
-            n => Err(Error::bad_config(
-                "layer_types",
-                format!(
-                    "{n} of {} layers slide: quill slides all layers or none",
-                    types.len()
-                ),
-            )),
-        };
-    }
-    // Without layer_types (older configs): Qwen's layers slide from max_window_layers on.
-    match hf.opt_usize("max_window_layers")? {
-        Some(m) if hf.opt_bool("use_sliding_window")? == Some(true) && m > 0 => {
-            if m >= layers {
-                Ok(0)
-            } else {
-                Err(Error::bad_config(
-                    "max_window_layers",
-                    format!("{m}: only layers from it on slide; quill slides all layers or none"),
-                ))
+    let default = |i: usize| -> Result<bool> {
+        // Without layer_types (older configs): Qwen's layers slide from max_window_layers on.
+        Ok(match hf.opt_usize("max_window_layers")? {
+            Some(m) if hf.opt_bool("use_sliding_window")? == Some(true) => i >= m,
+            _ => true,
+        })
+    };
+    sliding_layers(hf, layers, default)
+}
+
+/// The window of `sliding_window` and the layers it applies to: those whose `layer_types`
+/// entry is `sliding_attention` (any other type than `full_attention` is refused), or, without
+/// `layer_types`, those `default` picks. None sliding is a window of 0; all, an empty list.
+pub(super) fn sliding_layers(
+    hf: &Hf,
+    layers: usize,
+    default: impl Fn(usize) -> Result<bool>,
+) -> Result<(usize, Vec<usize>)> {
+    let Some(window) = hf.opt_usize("sliding_window")? else {
+        return Ok((0, Vec::new()));
+    };
+    let sliding: Vec<usize> = match hf.0["layer_types"].as_array() {
+        Some(types) => {
+            if types.len() != layers {
+                return Err(Error::bad_config(
+                    "layer_types",
+                    format!("has {} entries for {layers} layers", types.len()),
+                ));
             }
+            let mut out = Vec::new();
+            for (i, t) in types.iter().enumerate() {
+                match t.as_str() {
+                    Some("sliding_attention") => out.push(i),
+                    Some("full_attention") => {}
+                    other => {
+                        return Err(Error::bad_config(
+                            "layer_types",
+                            format!(
+                                "{other:?} is not supported (sliding_attention, full_attention)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            out
         }
-        _ => Ok(w),
-    }
+        None => {
+            let mut out = Vec::new();
+            for i in 0..layers {
+                if default(i)? {
+                    out.push(i);
+                }
+            }
+            out
+        }
+    };
+    Ok(match sliding.len() {
+        0 => (0, Vec::new()),
+        n if n == layers => (window, Vec::new()),
+        _ => (window, sliding),
+    })
 }
 
 /// The rotary scaling of `rope_parameters` (or the older `rope_scaling`): none, `linear`,
@@ -184,7 +211,7 @@ pub(super) fn rope_scaling(rope: &Value, hf: &Hf) -> Result<(Option<RopeScaling>
 /// positions (linear and Llama 3 scaling; other schemes refused), a sliding window.
 pub(super) fn config(hf: &Hf, src: &Sources) -> Result<Config> {
     let mut c = shape(hf, src)?;
-    c.sliding_window = sliding_window(hf, c.decoder_layers)?;
+    (c.sliding_window, c.sliding_layers) = sliding_window(hf, c.decoder_layers)?;
     Ok(c)
 }
 

@@ -441,7 +441,11 @@ fn run(a: Args) -> Res<()> {
         }))?;
     }
     if a.plot {
-        plot(&a.out.join("curves.png"), &log)?;
+        plot(
+            &a.out.join("curves.png"),
+            &log,
+            trainer.state.options.label_smoothing,
+        )?;
     }
     Ok(())
 }

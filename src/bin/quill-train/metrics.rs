@@ -114,7 +114,8 @@ pub(crate) fn evaluate(
     log.write(entry)
 }
 
-pub(crate) fn plot(path: &Path, log: &Log) -> Res<()> {
+/// The training curves; `smoothing`: the run's label smoothing (what its loss includes).
+pub(crate) fn plot(path: &Path, log: &Log, smoothing: f32) -> Res<()> {
     let loss = [
         Series {
             label: "train loss",
@@ -135,8 +136,13 @@ pub(crate) fn plot(path: &Path, log: &Log) -> Res<()> {
             points: &log.chrf,
         },
     ];
+    let title = if smoothing > 0.0 {
+        format!("Loss (cross-entropy per token, label smoothing {smoothing})")
+    } else {
+        "Loss (cross-entropy per token)".to_string()
+    };
     let mut charts = vec![Chart {
-        title: "Loss (label-smoothed cross-entropy per token)",
+        title: &title,
         x_label: "update",
         y_label: "loss",
         series: &loss,

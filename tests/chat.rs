@@ -464,6 +464,17 @@ fn stop_strings_in_the_generation_metadata_end_generation() {
     assert!(e.contains("stop_strings"), "{e}");
 }
 
+/// The tools of the first case of a template's fixture that has some.
+fn first_tools(fixture: &Value) -> Value {
+    fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c.get("tools").filter(|t| !t.is_null()))
+        .unwrap()
+        .clone()
+}
+
 /// Tools in a conversation: the prompt is the template's rendering with the tools (which the
 /// Qwen2.5 fixture holds to `transformers`), a tool's result is a message the model replies to,
 /// and only what each step adds is prefilled; `quill chat --tools` does the same from the
@@ -475,13 +486,7 @@ fn tools_reach_the_prompt_and_tool_results_get_replies() {
 
     let dir = tempfile::tempdir().unwrap();
     let (path, qwen) = qwen_with_template(dir.path());
-    let tools = qwen["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|c| c.get("tools").filter(|t| !t.is_null()))
-        .unwrap()
-        .clone();
+    let tools = first_tools(&qwen);
     let m = Model::open(&path, &OpenOptions::default()).unwrap();
     let t = ChatTemplate::of_model(&m).unwrap().unwrap();
     let mut s = Session::new(&m, Limits::default().fit(&m)).unwrap();
@@ -574,13 +579,7 @@ fn the_c_api_offers_tools_and_replies_to_tool_results() {
 
     let dir = tempfile::tempdir().unwrap();
     let (path, qwen) = qwen_with_template(dir.path());
-    let tools = qwen["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|c| c.get("tools").filter(|t| !t.is_null()))
-        .unwrap()
-        .clone();
+    let tools = first_tools(&qwen);
     let m = quill::Model::open(&path, &quill::OpenOptions::default()).unwrap();
     let mut s = quill::Session::new(&m, quill::Limits::default().fit(&m)).unwrap();
     let o = quill::decode::GenerateOptions {

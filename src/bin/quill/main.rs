@@ -219,63 +219,52 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             threads,
         } => {
             let m = open(&model, threads)?;
-            if perplexity && m.arch() != quill::Arch::DecoderOnly {
-                let pairs = quill::eval::read_pairs(&test)?;
-                if pairs.is_empty() {
-                    return Err(
-                        format!("{}: no `source<TAB>reference` lines", test.display()).into(),
-                    );
-                }
-                let p = quill::eval::perplexity_pairs(&m, &pairs, batch)?;
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "model": model.display().to_string(),
-                        "test": test.display().to_string(),
-                        "pairs": p.windows,
-                        "tokens": p.tokens,
-                        "truncated": p.truncated,
-                        "nll": p.nll,
-                        "perplexity": p.perplexity,
-                        "tokens_per_s": p.tokens as f64 / p.seconds.max(1e-9),
-                        "seconds": p.seconds,
-                        "threads": m.threads(),
-                    })
-                );
-                return Ok(());
-            }
+            let no_pairs = || format!("{}: no `source<TAB>reference` lines", test.display());
             if perplexity {
-                let mut texts = Vec::new();
-                quill::eval::for_each_line(&test, |l| {
-                    if !l.trim().is_empty() {
-                        texts.push(l.to_string());
+                // An encoder-decoder scores references given their sources; a language model,
+                // lines of text.
+                let (p, counts) = if m.arch() != quill::Arch::DecoderOnly {
+                    let pairs = quill::eval::read_pairs(&test)?;
+                    if pairs.is_empty() {
+                        return Err(no_pairs().into());
                     }
-                    true
-                })?;
-                if texts.is_empty() {
-                    return Err(format!("{}: no text", test.display()).into());
+                    let p = quill::eval::perplexity_pairs(&m, &pairs, batch)?;
+                    let counts = [("pairs", p.windows), ("truncated", p.truncated)];
+                    (p, counts)
+                } else {
+                    let mut texts = Vec::new();
+                    quill::eval::for_each_line(&test, |l| {
+                        if !l.trim().is_empty() {
+                            texts.push(l.to_string());
+                        }
+                        true
+                    })?;
+                    if texts.is_empty() {
+                        return Err(format!("{}: no text", test.display()).into());
+                    }
+                    let p = quill::eval::perplexity(&m, &texts, batch)?;
+                    let counts = [("texts", texts.len()), ("windows", p.windows)];
+                    (p, counts)
+                };
+                let mut report = serde_json::json!({
+                    "model": model.display().to_string(),
+                    "test": test.display().to_string(),
+                    "tokens": p.tokens,
+                    "nll": p.nll,
+                    "perplexity": p.perplexity,
+                    "tokens_per_s": p.tokens as f64 / p.seconds.max(1e-9),
+                    "seconds": p.seconds,
+                    "threads": m.threads(),
+                });
+                for (k, v) in counts {
+                    report[k] = v.into();
                 }
-                let p = quill::eval::perplexity(&m, &texts, batch)?;
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "model": model.display().to_string(),
-                        "test": test.display().to_string(),
-                        "texts": texts.len(),
-                        "tokens": p.tokens,
-                        "windows": p.windows,
-                        "nll": p.nll,
-                        "perplexity": p.perplexity,
-                        "tokens_per_s": p.tokens as f64 / p.seconds.max(1e-9),
-                        "seconds": p.seconds,
-                        "threads": m.threads(),
-                    })
-                );
+                println!("{report}");
                 return Ok(());
             }
             let pairs = quill::eval::read_pairs(&test)?;
             if pairs.is_empty() {
-                return Err(format!("{}: no `source<TAB>reference` lines", test.display()).into());
+                return Err(no_pairs().into());
             }
             let options = decode.options(&m)?;
             let (scores, hyps) =

@@ -6,9 +6,9 @@
 //! (`layer_types`; by default every other layer, starting with the first).
 
 use super::llama;
-use super::{Hf, Op, Planned, Sources, activation, plan, plan_linear};
+use super::{Hf, Op, Planned, Sources, activation, plan};
 use crate::error::{Error, Result};
-use crate::format::names::{self, Ffn, Proj};
+use crate::format::names;
 use crate::format::{Arch, Config};
 
 pub(super) fn gemma(hf: &Hf, src: &Sources, v2: bool) -> Result<(Arch, Config, Vec<Planned>)> {
@@ -51,17 +51,7 @@ pub(super) fn gemma(hf: &Hf, src: &Sources, v2: bool) -> Result<(Arch, Config, V
     };
     for i in 0..c.decoder_layers {
         let (l, hl) = (names::DECODER.layer(i), format!("model.layers.{i}"));
-        for (q, hq) in Proj::ALL.into_iter().zip(["q", "k", "v", "o"]) {
-            plan_linear(
-                &mut p,
-                src,
-                &l.self_attn(q),
-                &format!("{hl}.self_attn.{hq}_proj"),
-            );
-        }
-        for (f, hf) in [(Ffn::Gate, "gate"), (Ffn::Up, "up"), (Ffn::Down, "down")] {
-            plan_linear(&mut p, src, &l.ffn(f), &format!("{hl}.mlp.{hf}_proj"));
-        }
+        llama::plan_projections(&mut p, src, &l, &hl);
         norm(&mut p, l.self_attn_norm(), format!("{hl}.input_layernorm"));
         if v2 {
             let post = format!("{hl}.post_attention_layernorm");

@@ -15,14 +15,7 @@ pub(super) fn llama(hf: &Hf, src: &Sources, qk_norm: bool) -> Result<(Arch, Conf
     plan(&mut p, names::EMBED, "model.embed_tokens.weight", Op::Copy);
     for i in 0..c.decoder_layers {
         let (l, hl) = (names::DECODER.layer(i), format!("model.layers.{i}"));
-        for (q, hq) in Proj::ALL.into_iter().zip(["q", "k", "v", "o"]) {
-            plan_linear(
-                &mut p,
-                src,
-                &l.self_attn(q),
-                &format!("{hl}.self_attn.{hq}_proj"),
-            );
-        }
+        plan_projections(&mut p, src, &l, &hl);
         plan_norm(
             &mut p,
             src,
@@ -39,9 +32,6 @@ pub(super) fn llama(hf: &Hf, src: &Sources, qk_norm: bool) -> Result<(Arch, Conf
                 &format!("{hl}.self_attn.k_norm"),
             );
         }
-        for (f, hf) in [(Ffn::Gate, "gate"), (Ffn::Up, "up"), (Ffn::Down, "down")] {
-            plan_linear(&mut p, src, &l.ffn(f), &format!("{hl}.mlp.{hf}_proj"));
-        }
         plan_norm(
             &mut p,
             src,
@@ -51,6 +41,22 @@ pub(super) fn llama(hf: &Hf, src: &Sources, qk_norm: bool) -> Result<(Arch, Conf
     }
     plan_tail(&mut p, src)?;
     Ok((Arch::DecoderOnly, c, p))
+}
+
+/// Layer `hl`'s separate q, k, v, o projections and gated feed-forward (gate, up, down), as the
+/// Llama-shaped checkpoints name them.
+pub(super) fn plan_projections(p: &mut Vec<Planned>, src: &Sources, l: &names::Layer, hl: &str) {
+    for (q, hq) in Proj::ALL.into_iter().zip(["q", "k", "v", "o"]) {
+        plan_linear(
+            p,
+            src,
+            &l.self_attn(q),
+            &format!("{hl}.self_attn.{hq}_proj"),
+        );
+    }
+    for (f, hf) in [(Ffn::Gate, "gate"), (Ffn::Up, "up"), (Ffn::Down, "down")] {
+        plan_linear(p, src, &l.ffn(f), &format!("{hl}.mlp.{hf}_proj"));
+    }
 }
 
 /// The final norm and the output projection (unless tied to the embeddings).

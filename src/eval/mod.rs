@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod porter;
 pub mod rouge;
 
+mod forced;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -147,58 +149,17 @@ pub fn perplexity_ids(
     window: usize,
     batch: usize,
 ) -> Result<Perplexity> {
-    if model.arch() != crate::format::Arch::DecoderOnly {
-        return Err(Error::Unsupported(format!(
-            "perplexity needs a language model (decoder-only), not {}",
-            model.arch().as_str()
-        )));
-    }
     let t0 = Instant::now();
-    let window = window.max(2);
-    let mut windows: Vec<&[u32]> = seqs
-        .iter()
-        .flat_map(|s| s.chunks(window))
-        .filter(|w| w.len() >= 2)
-        .collect();
-    windows.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    let longest = windows.first().map_or(2, |w| w.len());
-    let batch = batch.clamp(1, windows.len().max(1));
-    let limits = Limits {
-        max_batch: batch,
-        max_input_len: 1,
-        max_new_tokens: longest - 1,
-        beams: 1,
-        ..Default::default()
-    };
-    let mut session = Session::new(model, limits)?;
-    let vocab = model.config().vocab_size;
     let (mut nll, mut tokens) = (0f64, 0usize);
-    let mut next = Vec::with_capacity(batch);
-    for group in windows.chunks(batch) {
-        let firsts: Vec<&[u32]> = group.iter().map(|w| &w[..1]).collect();
-        session.start(&firsts)?;
-        let len = group[0].len();
-        for t in 1..len {
-            let logits = session.logits();
-            for (row, w) in logits.chunks(vocab).zip(group) {
-                if let Some(&target) = w.get(t) {
-                    nll -= log_softmax_at(row, target as usize);
-                    tokens += 1;
-                }
-            }
-            if t + 1 < len {
-                // Windows already scored to their end take their first id again (ignored).
-                next.clear();
-                next.extend(group.iter().map(|w| *w.get(t).unwrap_or(&w[0])));
-                session.step(&next)?;
-            }
-        }
-    }
+    let windows = forced::decoder_only(&[model], seqs, window, batch, &mut |rows, target| {
+        nll -= log_softmax_at(rows[0], target as usize);
+        tokens += 1;
+    })?;
     Ok(Perplexity {
         perplexity: (nll / tokens.max(1) as f64).exp(),
         nll,
         tokens,
-        windows: windows.len(),
+        windows,
         truncated: 0,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -214,66 +175,109 @@ pub fn perplexity_pairs_ids(
     pairs: &[(Vec<u32>, Vec<u32>)],
     batch: usize,
 ) -> Result<Perplexity> {
-    let start = match (model.arch(), model.config().decoder_start_id) {
-        (crate::format::Arch::DecoderOnly, _) | (_, None) => {
-            return Err(Error::Unsupported(format!(
-                "the perplexity of source/target pairs needs an encoder-decoder, not {}",
-                model.arch().as_str()
-            )));
-        }
-        (_, Some(id)) => id,
-    };
     let t0 = Instant::now();
-    let cap = model.max_positions().unwrap_or(usize::MAX);
-    let mut truncated = 0;
-    let mut cut: Vec<(&[u32], &[u32])> = pairs
-        .iter()
-        .filter(|(s, l)| !s.is_empty() && !l.is_empty())
-        .map(|(s, l)| {
-            truncated += usize::from(s.len() > cap || l.len() > cap);
-            (&s[..s.len().min(cap)], &l[..l.len().min(cap)])
-        })
-        .collect();
-    cut.sort_by_key(|(s, l)| std::cmp::Reverse((l.len(), s.len())));
-    let longest = |f: fn(&(&[u32], &[u32])) -> usize| cut.iter().map(f).max().unwrap_or(1);
-    let batch = batch.clamp(1, cut.len().max(1));
-    let limits = Limits {
-        max_batch: batch,
-        max_input_len: longest(|p| p.0.len()),
-        max_new_tokens: longest(|p| p.1.len()),
-        beams: 1,
-        ..Default::default()
-    };
-    let mut session = Session::new(model, limits)?;
-    let vocab = model.config().vocab_size;
     let (mut nll, mut tokens) = (0f64, 0usize);
-    let mut next = Vec::with_capacity(batch);
-    for group in cut.chunks(batch) {
-        let sources: Vec<&[u32]> = group.iter().map(|p| p.0).collect();
-        session.start(&sources)?;
-        next.clear();
-        next.resize(group.len(), start);
-        for t in 0..group[0].1.len() {
-            let logits = session.step(&next)?;
-            for (row, (_, labels)) in logits.chunks(vocab).zip(group) {
-                if let Some(&label) = labels.get(t) {
-                    nll -= log_softmax_at(row, label as usize);
-                    tokens += 1;
-                }
-            }
-            // Pairs already scored to their end feed their first label again (ignored).
-            next.clear();
-            next.extend(group.iter().map(|p| *p.1.get(t).unwrap_or(&p.1[0])));
-        }
-    }
+    let (n, truncated) = forced::seq2seq(&[model], pairs, batch, &mut |rows, label| {
+        nll -= log_softmax_at(rows[0], label as usize);
+        tokens += 1;
+    })?;
     Ok(Perplexity {
         perplexity: (nll / tokens.max(1) as f64).exp(),
         nll,
         tokens,
-        windows: cut.len(),
+        windows: n,
         truncated,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// How far a model's next-token distributions are from a reference model's (the same model
+/// before quantization, say) on the same teacher-forced tokens: what `llama-perplexity
+/// --kl-divergence` reports for llama.cpp's quantizations.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Divergence {
+    /// Mean over the scored positions of KL(reference ‖ model), in nats.
+    pub kl_mean: f64,
+    /// The largest KL of one position.
+    pub kl_max: f64,
+    /// Positions where both models rank the same token first, as a fraction.
+    pub top1_agreement: f64,
+    /// Perplexities of the model and of the reference on the targets.
+    pub perplexity: f64,
+    pub reference_perplexity: f64,
+    pub tokens: usize,
+}
+
+/// [`Divergence`] of `model` from `reference` (same vocabulary and architecture) on
+/// decoder-only sequences (`seqs`, windows as [`perplexity_ids`]) or encoder-decoder pairs
+/// (`pairs`, as [`perplexity_pairs_ids`]), whichever the architecture takes.
+pub fn divergence_ids(
+    model: &Model,
+    reference: &Model,
+    seqs: &[Vec<u32>],
+    pairs: &[(Vec<u32>, Vec<u32>)],
+    window: usize,
+    batch: usize,
+) -> Result<Divergence> {
+    let (a, b) = (model.config(), reference.config());
+    if model.arch() != reference.arch() || a.vocab_size != b.vocab_size {
+        return Err(Error::InvalidArgument(format!(
+            "the reference is a {} model of {} tokens, the model a {} of {}",
+            reference.arch().as_str(),
+            b.vocab_size,
+            model.arch().as_str(),
+            a.vocab_size
+        )));
+    }
+    let (mut kl_sum, mut kl_max, mut same, mut tokens) = (0f64, 0f64, 0usize, 0usize);
+    let (mut nll, mut ref_nll) = (0f64, 0f64);
+    let (mut lp, mut lr) = (Vec::new(), Vec::new());
+    let mut visit = |rows: &[&[f32]], target: u32| {
+        log_softmax(rows[0], &mut lp);
+        log_softmax(rows[1], &mut lr);
+        let kl: f64 = lr.iter().zip(&lp).map(|(r, m)| r.exp() * (r - m)).sum();
+        kl_sum += kl;
+        kl_max = kl_max.max(kl);
+        same += usize::from(argmax(rows[0]) == argmax(rows[1]));
+        nll -= lp[target as usize];
+        ref_nll -= lr[target as usize];
+        tokens += 1;
+    };
+    let models = [model, reference];
+    if model.arch() == crate::format::Arch::DecoderOnly {
+        forced::decoder_only(&models, seqs, window, batch, &mut visit)?;
+    } else {
+        forced::seq2seq(&models, pairs, batch, &mut visit)?;
+    }
+    let n = tokens.max(1) as f64;
+    Ok(Divergence {
+        kl_mean: kl_sum / n,
+        kl_max,
+        top1_agreement: same as f64 / n,
+        perplexity: (nll / n).exp(),
+        reference_perplexity: (ref_nll / n).exp(),
+        tokens,
+    })
+}
+
+/// ln softmax(row), in f64, into `out`.
+fn log_softmax(row: &[f32], out: &mut Vec<f64>) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    let ln = sum.ln();
+    out.clear();
+    out.extend(row.iter().map(|&x| x as f64 - max - ln));
+}
+
+/// The first index of the largest value.
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// [`perplexity_pairs_ids`] of `(source, reference)` texts, encoded as `quill-train` encodes
@@ -284,17 +288,52 @@ pub fn perplexity_pairs(
     pairs: &[(String, String)],
     batch: usize,
 ) -> Result<Perplexity> {
+    perplexity_pairs_ids(model, &pair_ids(model, pairs)?, batch)
+}
+
+/// `(source, reference)` texts as [`perplexity_pairs`] encodes them.
+fn pair_ids(model: &Model, pairs: &[(String, String)]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
     let eos = model.config().eos_ids.first().copied();
     let task = text::TaskInput::new(model)?;
-    let ids: Vec<(Vec<u32>, Vec<u32>)> = pairs
+    pairs
         .iter()
         .map(|(s, r)| {
             let mut labels = text::encode(model, r, false)?;
             labels.extend(eos);
             Ok((task.ids(s)?, labels))
         })
+        .collect()
+}
+
+/// Texts as [`perplexity`] encodes them, and the window it cuts them into.
+fn text_ids(model: &Model, texts: &[String]) -> Result<(Vec<Vec<u32>>, usize)> {
+    let eos = model.config().eos_ids.first().copied();
+    let seqs = texts
+        .iter()
+        .map(|t| {
+            let mut ids = text::encode(model, t, true)?;
+            ids.extend(eos);
+            Ok(ids)
+        })
         .collect::<Result<_>>()?;
-    perplexity_pairs_ids(model, &ids, batch)
+    Ok((seqs, model.max_positions().unwrap_or(1024).min(1024)))
+}
+
+/// [`divergence_ids`] on texts (a language model) or `(source, reference)` pairs (an
+/// encoder-decoder), encoded as [`perplexity`] and [`perplexity_pairs`] encode them.
+pub fn divergence(
+    model: &Model,
+    reference: &Model,
+    texts: &[String],
+    pairs: &[(String, String)],
+    batch: usize,
+) -> Result<Divergence> {
+    if model.arch() == crate::format::Arch::DecoderOnly {
+        let (seqs, window) = text_ids(model, texts)?;
+        divergence_ids(model, reference, &seqs, &[], window, batch)
+    } else {
+        divergence_ids(model, reference, &[], &pair_ids(model, pairs)?, 0, batch)
+    }
 }
 
 /// ln softmax(row)[i], in f64.
@@ -309,16 +348,7 @@ fn log_softmax_at(row: &[f32], i: usize) -> f64 {
 /// end-of-sequence id, as `quill-train` reads a language-model corpus (one text a line). The
 /// window: the model's positions, at most 1,024.
 pub fn perplexity(model: &Model, texts: &[String], batch: usize) -> Result<Perplexity> {
-    let eos = model.config().eos_ids.first().copied();
-    let seqs: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|t| {
-            let mut ids = text::encode(model, t, true)?;
-            ids.extend(eos);
-            Ok(ids)
-        })
-        .collect::<Result<_>>()?;
-    let window = model.max_positions().unwrap_or(1024).min(1024);
+    let (seqs, window) = text_ids(model, texts)?;
     perplexity_ids(model, &seqs, window, batch)
 }
 

@@ -89,6 +89,11 @@ enum Command {
         /// source, ended by end-of-sequence (sides longer than the positions are cut).
         #[arg(long)]
         perplexity: bool,
+        /// With --perplexity: also how far the model's next-token distributions are from this
+        /// model's (the unquantized original): mean and largest KL divergence, top-1
+        /// agreement, both perplexities.
+        #[arg(long, value_name = "MODEL", requires = "perplexity")]
+        reference: Option<PathBuf>,
         /// Score ROUGE with each token longer than three characters replaced by its Porter stem,
         /// as rouge-score's use_stemmer=True (the figure most summarization papers quote).
         #[arg(long, conflicts_with = "perplexity")]
@@ -215,6 +220,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             batch,
             output,
             perplexity,
+            reference,
             rouge_stemmer,
             threads,
         } => {
@@ -223,8 +229,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if perplexity {
                 // An encoder-decoder scores references given their sources; a language model,
                 // lines of text.
+                let (mut texts, mut pairs) = (Vec::new(), Vec::new());
                 let (p, counts) = if m.arch() != quill::Arch::DecoderOnly {
-                    let pairs = quill::eval::read_pairs(&test)?;
+                    pairs = quill::eval::read_pairs(&test)?;
                     if pairs.is_empty() {
                         return Err(no_pairs().into());
                     }
@@ -232,7 +239,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     let counts = [("pairs", p.windows), ("truncated", p.truncated)];
                     (p, counts)
                 } else {
-                    let mut texts = Vec::new();
                     quill::eval::for_each_line(&test, |l| {
                         if !l.trim().is_empty() {
                             texts.push(l.to_string());
@@ -258,6 +264,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 });
                 for (k, v) in counts {
                     report[k] = v.into();
+                }
+                if let Some(r) = reference {
+                    let r_model = open(&r, threads)?;
+                    let d = quill::eval::divergence(&m, &r_model, &texts, &pairs, batch)?;
+                    report["reference"] = serde_json::json!({
+                        "model": r.display().to_string(),
+                        "perplexity": d.reference_perplexity,
+                        "kl_mean": d.kl_mean,
+                        "kl_max": d.kl_max,
+                        "top1_agreement": d.top1_agreement,
+                    });
                 }
                 println!("{report}");
                 return Ok(());

@@ -106,6 +106,15 @@ fn encoder_decoder_perplexity_equals_transformers_loss() {
             }
         }
     }
+    // References longer than the decoder's positions are cut to them, and counted.
+    let src = root().join("tests/fixtures/hf/marian");
+    let path = dir.path().join("marian-long.quill");
+    convert_hf(&src, &path, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    let m = Model::open(&path, &OpenOptions::default()).unwrap();
+    let positions = m.max_positions().unwrap();
+    let long: Vec<u32> = (0..positions as u32 + 5).map(|i| 10 + i % 500).collect();
+    let p = quill::eval::perplexity_pairs_ids(&m, &[(vec![5, 6, 0], long)], 1).unwrap();
+    assert_eq!((p.truncated, p.tokens), (1, positions));
     let src = root().join("tests/fixtures/hf/llama");
     let path = dir.path().join("llama.quill");
     convert_hf(&src, &path, &ConvertOptions::default(), &mut |_, _| {}).unwrap();

@@ -125,7 +125,9 @@ pub(crate) fn seq2seq(
     let limits = Limits {
         max_batch: batch,
         max_input_len: longest(|p| p.0.len()),
-        max_new_tokens: longest(|p| p.1.len()),
+        // The decoder reads its start id and all labels but the last: as many positions as
+        // labels, which the session counts as the start and `labels − 1` new tokens.
+        max_new_tokens: longest(|p| p.1.len()).saturating_sub(1).max(1),
         beams: 1,
         ..Default::default()
     };

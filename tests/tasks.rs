@@ -5,6 +5,9 @@
 //!   equals Google's `rouge-score` on the same outputs, without and with its stemmer
 //!   (`tests/fixtures/summarize/golden.json`, made by `tests/reference/summ_goldens.py`), and
 //!   `quill eval --rouge-stemmer` reports the stemmed figures;
+//! - the keyword-to-text model: a description of several sentences from its defaults; ROUGE
+//!   of its outputs on 50 test pairs equals `rouge-score` (`tests/fixtures/describe/golden.json`,
+//!   the same script), and `quill eval --perplexity` reports the library's perplexity;
 //! - the dialogue model: its template is the one `transformers` renders in
 //!   `tests/fixtures/chat/quill_chat_en.json`, and a 3-turn conversation prefills each turn's new
 //!   text only, after the cache of the turns before.
@@ -75,10 +78,13 @@ struct Golden {
 }
 
 fn golden() -> Golden {
-    let json: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/summarize/golden.json")).unwrap(),
-    )
-    .unwrap();
+    golden_of("summarize")
+}
+
+/// The golden of `tests/fixtures/{task}/golden.json`.
+fn golden_of(task: &str) -> Golden {
+    let path = root().join("tests/fixtures").join(task).join("golden.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let field = |k: &str| -> Vec<String> {
         json["pairs"]
             .as_array()
@@ -114,14 +120,26 @@ fn assert_rouge(got: quill::eval::rouge::Rouge, want: &Value) {
 }
 
 /// ROUGE as `quill eval` computes it equals `rouge-score`'s on the summarizer's real outputs,
-/// and the model still gives those outputs.
+/// without and with its stemmer (`use_stemmer=True`), and the model still gives those outputs.
 #[test]
 fn summarizer_rouge_equals_rouge_score_on_its_outputs() {
-    let g = golden();
+    rouge_equals_rouge_score_on_the_outputs_of("summarize", "summarize-en.quill");
+}
+
+/// The same for the keyword-to-text model's outputs.
+#[test]
+fn describer_rouge_equals_rouge_score_on_its_outputs() {
+    rouge_equals_rouge_score_on_the_outputs_of("describe", "describe-en.quill");
+}
+
+fn rouge_equals_rouge_score_on_the_outputs_of(task: &str, model: &str) {
+    let g = golden_of(task);
     let r = quill::eval::rouge::corpus_rouge(&strs(&g.hyps), &strs(&g.refs));
     assert_rouge(r, &g.json["rouge_score"]);
+    let r = quill::eval::rouge::corpus_rouge_stemmed(&strs(&g.hyps), &strs(&g.refs));
+    assert_rouge(r, &g.json["rouge_score_stemmed"]);
     // The outputs are the shipped model's (on another ISA a near tie may flip a few).
-    let m = open("summarize-en.quill");
+    let m = open(model);
     let o = GenerateOptions::model_defaults(&m).unwrap();
     let now = quill::eval::translate(&m, &g.sources, &o, 16).unwrap();
     let same = now
@@ -135,14 +153,6 @@ fn summarizer_rouge_equals_rouge_score_on_its_outputs() {
         "{same} of {} outputs",
         g.hyps.len()
     );
-}
-
-/// The same outputs scored with rouge-score's stemmer (`use_stemmer=True`).
-#[test]
-fn summarizer_rouge_with_the_stemmer_equals_rouge_score() {
-    let g = golden();
-    let r = quill::eval::rouge::corpus_rouge_stemmed(&strs(&g.hyps), &strs(&g.refs));
-    assert_rouge(r, &g.json["rouge_score_stemmed"]);
 }
 
 /// `quill eval` scores ROUGE without stemming by default and with it under `--rouge-stemmer`,
@@ -188,6 +198,55 @@ fn quill_eval_rouge_stemmer_flag() {
         let want = if stem { stemmed } else { plain };
         assert_rouge(want, &report);
     }
+}
+
+#[test]
+fn the_describer_runs_from_its_metadata() {
+    let m = open("describe-en.quill");
+    assert_eq!(task(&m), "generation");
+    let text = run(&m, "wget: retrieves files from the web");
+    let words = text.split_whitespace().count();
+    assert!(words >= 10, "{text:?}");
+}
+
+/// `quill eval --perplexity` on an encoder-decoder reports the library's perplexity of the
+/// references given their sources (the library is held to `transformers` in
+/// tests/perplexity.rs).
+#[test]
+fn quill_eval_perplexity_of_the_describer() {
+    let g = golden_of("describe");
+    let n = 10;
+    let pairs: Vec<(String, String)> = (0..n)
+        .map(|i| (g.sources[i].clone(), g.refs[i].clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("test.tsv");
+    let lines: Vec<String> = pairs.iter().map(|(s, r)| format!("{s}\t{r}\n")).collect();
+    std::fs::write(&test, lines.concat()).unwrap();
+    let path = root().join("models/describe-en.quill");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quill"))
+        .arg("eval")
+        .arg(&path)
+        .arg(&test)
+        .args(["--perplexity", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = quill::eval::perplexity_pairs(&open("describe-en.quill"), &pairs, 16).unwrap();
+    assert_eq!(report["pairs"], n);
+    assert_eq!(report["tokens"], want.tokens);
+    let ppl = report["perplexity"].as_f64().unwrap();
+    assert!(
+        (ppl - want.perplexity).abs() < 1e-9 * ppl,
+        "{ppl} vs {}",
+        want.perplexity
+    );
+    assert!((2.0..1000.0).contains(&ppl), "{ppl}");
 }
 
 #[test]

@@ -112,3 +112,4 @@ quill_status (*const check_quill_chat_turn)(quill_session *, const char *, const
 quill_status (*const check_quill_set_log_callback)(quill_log_fn, void *) = quill_set_log_callback;
 quill_status (*const check_quill_session_generate_params)(quill_session *, quill_generate_params *, size_t) = quill_session_generate_params;
 quill_status (*const check_quill_chat_add)(quill_session *, const char *, const char *) = quill_chat_add;
+quill_status (*const check_quill_chat_set_tools)(quill_session *, const char *) = quill_chat_set_tools;

@@ -313,14 +313,7 @@ fn the_c_api_formats_turns_with_the_template() {
         quill_model_free(model);
 
         // Without a template: the text goes as it is, and messages with roles are refused.
-        let plain = dir.path().join("plain.quill");
-        quill::convert::hf::convert_hf(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama"),
-            &plain,
-            &Default::default(),
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let plain = plain_llama(dir.path());
         let (model, session) = open(&plain);
         assert_eq!(
             quill_chat_add(session, c("system").as_ptr(), c("Be brief.").as_ptr()),
@@ -462,6 +455,19 @@ fn stop_strings_in_the_generation_metadata_end_generation() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("stop_strings"), "{e}");
+}
+
+/// The tiny Llama fixture converted as it is: a decoder-only model without a chat template.
+fn plain_llama(dir: &Path) -> std::path::PathBuf {
+    let plain = dir.join("plain.quill");
+    quill::convert::hf::convert_hf(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama"),
+        &plain,
+        &Default::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    plain
 }
 
 /// The tools of the first case of a template's fixture that has some.
@@ -655,14 +661,7 @@ fn the_c_api_offers_tools_and_replies_to_tool_results() {
         quill_model_free(model);
 
         // Without a template: no tools, and no reply without text.
-        let plain = dir.path().join("plain.quill");
-        quill::convert::hf::convert_hf(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama"),
-            &plain,
-            &Default::default(),
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let plain = plain_llama(dir.path());
         let p = c(plain.to_str().unwrap());
         assert_eq!(
             quill_model_open(p.as_ptr(), null(), &mut model),

@@ -10,17 +10,22 @@ use crate::model::{Limits, Model, Session};
 /// were given) and the target token.
 pub(crate) type Visit<'a> = dyn FnMut(&[&[f32]], u32) + 'a;
 
+/// At most this many models go through a pass side by side (a model and its reference).
+const MODELS: usize = 2;
+
 /// One session per model, each sized by `limits`.
 fn sessions(models: &[&Model], limits: Limits) -> Result<Vec<Session>> {
+    assert!((1..=MODELS).contains(&models.len()), "one or two models");
     models.iter().map(|m| Session::new(m, limits)).collect()
 }
 
-/// The rows of every session's last logits for input `i`.
-fn rows(sessions: &[Session], vocab: usize, i: usize) -> Vec<&[f32]> {
-    sessions
-        .iter()
-        .map(|s| &s.logits()[i * vocab..(i + 1) * vocab])
-        .collect()
+/// Shows `visit` every session's logits row of input `i` and the target, without allocating.
+fn show(sessions: &[Session], vocab: usize, i: usize, target: u32, visit: &mut Visit) {
+    let mut rows: [&[f32]; MODELS] = [&[]; MODELS];
+    for (row, s) in rows.iter_mut().zip(sessions) {
+        *row = &s.logits()[i * vocab..(i + 1) * vocab];
+    }
+    visit(&rows[..sessions.len()], target);
 }
 
 /// Decoder-only models on `seqs`, each cut into windows of at most `window` tokens scored on
@@ -67,7 +72,7 @@ pub(crate) fn decoder_only(
         for t in 1..len {
             for (i, w) in group.iter().enumerate() {
                 if let Some(&target) = w.get(t) {
-                    visit(&rows(&sessions, vocab, i), target);
+                    show(&sessions, vocab, i, target, visit);
                 }
             }
             if t + 1 < len {
@@ -147,7 +152,7 @@ pub(crate) fn seq2seq(
             }
             for (i, (_, labels)) in group.iter().enumerate() {
                 if let Some(&label) = labels.get(t) {
-                    visit(&rows(&sessions, vocab, i), label);
+                    show(&sessions, vocab, i, label, visit);
                 }
             }
             // Pairs already scored to their end feed their first label again (ignored).

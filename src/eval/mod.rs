@@ -138,6 +138,19 @@ pub struct Perplexity {
     pub seconds: f64,
 }
 
+impl Perplexity {
+    fn of(nll: f64, tokens: usize, windows: usize, truncated: usize, t0: Instant) -> Perplexity {
+        Perplexity {
+            perplexity: (nll / tokens.max(1) as f64).exp(),
+            nll,
+            tokens,
+            windows,
+            truncated,
+            seconds: t0.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// The perplexity of a decoder-only model on `seqs` of token ids, each cut into windows of at
 /// most `window` tokens scored on their own: token `t` of a window is scored by the
 /// log-softmax of the model's logits after tokens `0..t`. `batch` windows go through the
@@ -155,14 +168,7 @@ pub fn perplexity_ids(
         nll -= log_softmax_at(rows[0], target as usize);
         tokens += 1;
     })?;
-    Ok(Perplexity {
-        perplexity: (nll / tokens.max(1) as f64).exp(),
-        nll,
-        tokens,
-        windows,
-        truncated: 0,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    Ok(Perplexity::of(nll, tokens, windows, 0, t0))
 }
 
 /// The perplexity of an encoder-decoder model on `(source, labels)` pairs of ids, as
@@ -181,14 +187,7 @@ pub fn perplexity_pairs_ids(
         nll -= log_softmax_at(rows[0], label as usize);
         tokens += 1;
     })?;
-    Ok(Perplexity {
-        perplexity: (nll / tokens.max(1) as f64).exp(),
-        nll,
-        tokens,
-        windows: n,
-        truncated,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    Ok(Perplexity::of(nll, tokens, n, truncated, t0))
 }
 
 /// How far a model's next-token distributions are from a reference model's (the same model
